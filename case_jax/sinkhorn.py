@@ -30,7 +30,7 @@ constant, which is Eq. 6 / 7.  Everything here works on the log-kernel
   (same operations, same order) so that it cannot overflow.
 
 Both the iterative modes start from the row-stabilised potentials
-``f = -max_k log K[n, k]``, ``g = 0`` and alternate a column update then a row
+``f = -max_k log K[n, k]``, ``g = 0`` (folded into log K once) and alternate a column update then a row
 update, so the returned Q has exact rows (each pseudo-label sums to alpha_n)
 and a column error reported in ``info``.  Because f starts at minus the row
 max, adding a constant to a row of log P changes no iterate.
@@ -207,60 +207,79 @@ def _log_loop(log_k, log_a, log_b, f, g, limit, tol, axis_name):
 # ---------------------------------------------------------------------------
 # Stabilised scaling-domain Sinkhorn with absorption.
 # ---------------------------------------------------------------------------
-def _scaling_loop(log_k, a, b, f, g, limit, tol, absorb_threshold, axis_name):
+_TINY = 1e-30  # relative floor on K~ v and K~^T u (see _scaling_loop)
+
+
+def _scaling_loop(log_k, a, b, limit, tol, absorb_threshold, axis_name,
+                  stop_on_breakdown):
   """Scaling iterations on K~ = exp(log K + f + g), absorbing drifted scalings.
 
   The outer loop absorbs (f += log u, g += log v, recompute K~) and runs an
   inner loop of cheap mat-vec iterations until the scalings leave
   [exp(-t), exp(t)], the budget ``limit`` is spent, or the error is <= tol.
-  Returns (f, g, u, v, iterations, broke_down).
+
+  Where a row or column of K~ has underflowed to zero, K~ v (or K~^T u) is
+  floored at 1e-30 of its target, so the scalings stay finite and the next
+  absorption re-expands the kernel; such a "breakdown" is flagged because
+  progress is then slow (``auto`` answers with the log-domain solve instead).
+  Returns (g, iterations, broke_down); the caller finishes with a row update.
   """
   b_total = jnp.sum(b)
   bound = jnp.exp(jnp.asarray(absorb_threshold, log_k.dtype))
 
   def spread(x):
-    # max(x, 1/x): one fused reduction that is > bound when x drifted, inf
-    # when x hit 0 or inf, and NaN (fails every <=) when x is NaN.
+    # max(x, 1/x): one fused reduction that is > bound when x drifted and
+    # NaN (failing every <=) when x is NaN.
     return jnp.max(jnp.maximum(x, 1.0 / x))
 
   def inner(kern, u, v, it):
     def cond(state):
-      _, _, it, err, health = state
+      _, _, it, err, health, _ = state
       return (it < limit) & (err > tol) & (health <= bound)
 
     def body(state):
-      u, v, it, _, _ = state
+      u, v, it, _, _, floored = state
       ktu = _psum(kern.col_sums(u), axis_name)                      # (K,)
       err = jnp.sum(jnp.abs(v * ktu - b)) / b_total                # of (u, v)
-      v = b / ktu
-      u = a / kern.row_dots(v)                                      # (N,)
+      floor_b = b * _TINY
+      v = b / jnp.maximum(ktu, floor_b)
+      kv = kern.row_dots(v)                                         # (N,)
+      floor_a = a * _TINY
+      u = a / jnp.maximum(kv, floor_a)
+      floored = (floored | jnp.any(ktu < floor_b)
+                 | _any_global(kv < floor_a, axis_name))
       health = jnp.maximum(_pmax(spread(u), axis_name), spread(v))
-      return u, v, it + 1, err, health
+      return u, v, it + 1, err, health, floored
 
     # The first error is of the absorbed plan, not yet measured: start at inf.
-    init = (u, v, it, jnp.asarray(jnp.inf, u.dtype), jnp.ones((), u.dtype))
-    u, v, it, err, _ = lax.while_loop(cond, body, init)
-    return u, v, it, err
+    init = (u, v, it, jnp.asarray(jnp.inf, u.dtype), jnp.ones((), u.dtype),
+            jnp.zeros((), bool))
+    u, v, it, err, health, floored = lax.while_loop(cond, body, init)
+    return u, v, it, err, floored | ~(health < jnp.inf)
 
   def outer_cond(state):
     _, _, _, _, it, err, broke = state
-    return (it < limit) & (err > tol) & ~broke
+    go = (it < limit) & (err > tol)
+    return go & ~broke if stop_on_breakdown else go
 
   def outer_body(state):
-    f, g, u, v, it, _, _ = state
+    f, g, u, v, it, _, broke = state
     f = f + jnp.log(u)
     g = g + jnp.log(v)
     kern = _BlockedKernel.split(jnp.exp(log_k + f[:, None] + g[None, :]))
-    u, v, it, err = inner(kern, jnp.ones_like(u), jnp.ones_like(v), it)
-    broke = (_any_global(~(jnp.isfinite(u) & (u > 0)), axis_name)
-             | jnp.any(~(jnp.isfinite(v) & (v > 0))))
-    return f, g, u, v, it, err, broke
+    u, v, it, err, floored = inner(kern, jnp.ones_like(u), jnp.ones_like(v), it)
+    return f, g, u, v, it, err, broke | floored
 
-  state = (f, g, jnp.ones_like(f), jnp.ones_like(g),
-           jnp.zeros((), jnp.int32), jnp.asarray(jnp.inf, log_k.dtype),
+  dtype = log_k.dtype
+  # Per-row carries start from per-row data: inside shard_map a carry built
+  # from a constant would be device-invariant and fail the loop's type check.
+  rows = jnp.zeros_like(log_k[:, 0])
+  state = (rows, jnp.zeros((log_k.shape[1],), dtype), rows + 1,
+           jnp.ones((log_k.shape[1],), dtype),
+           jnp.zeros((), jnp.int32), jnp.asarray(jnp.inf, dtype),
            jnp.zeros((), bool))
-  f, g, u, v, it, _, broke = lax.while_loop(outer_cond, outer_body, state)
-  return f, g, u, v, it, broke
+  _, g, _, v, it, _, broke = lax.while_loop(outer_cond, outer_body, state)
+  return g + jnp.log(v), it, broke
 
 
 # ---------------------------------------------------------------------------
@@ -384,22 +403,26 @@ def solve(log_p: jax.Array,
     limit = jnp.asarray(max_iters, jnp.int32)
     tol_v = jnp.asarray(1e-5 if tol is None else tol, dtype)
 
-  # Row-stabilised start: invariant to per-row constants in log P.
-  f0 = -_safe_max(jnp.max(log_k, axis=1))
-  g0 = jnp.zeros((k,), dtype)
+  # Row-stabilise once (invariant to per-row constants in log P, and exact
+  # near each row's max, where f32 would otherwise lose digits to
+  # cancellation when log P is as large as -1e4 * eps); then f starts at 0.
+  log_k = log_k - _safe_max(jnp.max(log_k, axis=1))[:, None]
   log_a, log_b = jnp.log(a), jnp.log(b)
 
   def log_solution(limit):
-    f, g, it = _log_loop(log_k, log_a, log_b, f0, g0, limit, tol_v, axis_name)
-    return jnp.exp(log_k + f[:, None] + g[None, :]), it
+    f0, g0 = jnp.zeros_like(log_k[:, 0]), jnp.zeros((k,), dtype)
+    _, g, it = _log_loop(log_k, log_a, log_b, f0, g0, limit, tol_v, axis_name)
+    # The last row update, written as a softmax so rows are exact to rounding.
+    return a[:, None] * jax.nn.softmax(log_k + g[None, :], axis=1), it
 
   if mode == "log":
     q, it = log_solution(limit)
     fell_back = false
   else:
-    f, g, u, v, it, broke = _scaling_loop(
-        log_k, a, b, f0, g0, limit, tol_v, absorb_threshold, axis_name)
-    q = u[:, None] * jnp.exp(log_k + f[:, None] + g[None, :]) * v[None, :]
+    g, it, broke = _scaling_loop(log_k, a, b, limit, tol_v, absorb_threshold,
+                                 axis_name, stop_on_breakdown=(mode == "auto"))
+    # The last row update, as a softmax: rows exact to rounding, no overflow.
+    q = a[:, None] * jax.nn.softmax(log_k + g[None, :], axis=1)
     broke = broke | _any_global(~jnp.isfinite(q), axis_name)
     if mode == "auto":
       # Zero-trip loop unless this problem broke down (cheap under vmap too).

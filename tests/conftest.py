@@ -1,0 +1,10 @@
+"""Test setup: four simulated CPU devices, so the distributed paths run here.
+
+Must run before jax is imported anywhere (pytest imports conftest first).
+"""
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             " --xla_force_host_platform_device_count=4").strip()
