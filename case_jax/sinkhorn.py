@@ -142,6 +142,20 @@ class _BlockedKernel(NamedTuple):
     return out
 
 
+def _typed_zeros(log_k, axis_name):
+  """(K,) zeros typed like a column statistic of log_k, and a scalar zero.
+
+  Inside shard_map a loop carry must be exactly as device-varying as the
+  loop body's output.  Column statistics are invariant when the rows are
+  split over ``axis_name`` (they are psum-ed) but varying when log_k itself
+  varies per device (e.g. Q^R, solved redundantly on every device); deriving
+  the initial carries from log_k this way gives them the right type in both
+  cases, and costs nothing outside shard_map.
+  """
+  cols = _psum(jnp.zeros_like(log_k[0]), axis_name)
+  return cols, cols[0]
+
+
 def _any_global(pred, axis_name):
   return _psum(jnp.any(pred).astype(jnp.int32), axis_name) > 0
 
@@ -198,9 +212,9 @@ def _log_loop(log_k, log_a, log_b, f, g, limit, tol, axis_name):
     # The error belongs to the previous iterate: count that one as converged.
     return f, g, it + 1, jnp.where(it == 0, jnp.inf, err)
 
-  init_err = jnp.asarray(jnp.inf, log_k.dtype)
+  _, zero = _typed_zeros(log_k, axis_name)
   f, g, it, err = lax.while_loop(cond, body, (f, g, jnp.zeros((), jnp.int32),
-                                              init_err))
+                                              zero + jnp.inf))
   return f, g, it
 
 
@@ -226,6 +240,7 @@ def _scaling_loop(log_k, a, b, limit, tol, absorb_threshold, axis_name,
   """
   b_total = jnp.sum(b)
   bound = jnp.exp(jnp.asarray(absorb_threshold, log_k.dtype))
+  _, zero = _typed_zeros(log_k, axis_name)
 
   def spread(x):
     # max(x, 1/x): one fused reduction that is > bound when x drifted and
@@ -252,8 +267,7 @@ def _scaling_loop(log_k, a, b, limit, tol, absorb_threshold, axis_name,
       return u, v, it + 1, err, health, floored
 
     # The first error is of the absorbed plan, not yet measured: start at inf.
-    init = (u, v, it, jnp.asarray(jnp.inf, u.dtype), jnp.ones((), u.dtype),
-            jnp.zeros((), bool))
+    init = (u, v, it, zero + jnp.inf, zero + 1.0, zero > 1.0)
     u, v, it, err, health, floored = lax.while_loop(cond, body, init)
     return u, v, it, err, floored | ~(health < jnp.inf)
 
@@ -270,14 +284,12 @@ def _scaling_loop(log_k, a, b, limit, tol, absorb_threshold, axis_name,
     u, v, it, err, floored = inner(kern, jnp.ones_like(u), jnp.ones_like(v), it)
     return f, g, u, v, it, err, broke | floored
 
-  dtype = log_k.dtype
-  # Per-row carries start from per-row data: inside shard_map a carry built
-  # from a constant would be device-invariant and fail the loop's type check.
+  # Carries start from data-derived zeros so that inside shard_map they are
+  # exactly as device-varying as the loop body's outputs (see _typed_zeros).
   rows = jnp.zeros_like(log_k[:, 0])
-  state = (rows, jnp.zeros((log_k.shape[1],), dtype), rows + 1,
-           jnp.ones((log_k.shape[1],), dtype),
-           jnp.zeros((), jnp.int32), jnp.asarray(jnp.inf, dtype),
-           jnp.zeros((), bool))
+  cols, zero = _typed_zeros(log_k, axis_name)
+  state = (rows, cols, rows + 1, cols + 1, jnp.zeros((), jnp.int32),
+           zero + jnp.inf, zero > 1.0)
   _, g, _, v, it, _, broke = lax.while_loop(outer_cond, outer_body, state)
   return g + jnp.log(v), it, broke
 
@@ -410,7 +422,7 @@ def solve(log_p: jax.Array,
   log_a, log_b = jnp.log(a), jnp.log(b)
 
   def log_solution(limit):
-    f0, g0 = jnp.zeros_like(log_k[:, 0]), jnp.zeros((k,), dtype)
+    f0, g0 = jnp.zeros_like(log_k[:, 0]), _typed_zeros(log_k, axis_name)[0]
     _, g, it = _log_loop(log_k, log_a, log_b, f0, g0, limit, tol_v, axis_name)
     # The last row update, written as a softmax so rows are exact to rounding.
     return a[:, None] * jax.nn.softmax(log_k + g[None, :], axis=1), it

@@ -1,0 +1,132 @@
+"""The CASE network (paper §3.1-3.2, E.3; released code: notes §1).
+
+Per stream (RGB and flow, separate parameters), for features x of shape
+(B, T, D):
+
+    cas  = classifier(relu(cas_encoder(x)))          (B, T, K^V)  T-CAS logits
+    emb  = relu(att_encoder(x))                      (B, T, E)    embeddings Z
+    att  = sigmoid(attention(emb))                   (B, T)       P^A
+    clu  = temp * normalize(emb) @ prototypes^T      (B, T, K^C)  cosine logits
+
+The prototypes are used as they are: the train step and inference replace
+them by their row-normalised version outside the gradient first
+(``normalize_prototypes``), as the released code does in place.
+Encoders are temporal convolutions of ``kernel_size`` (released: 1, i.e. a
+per-snippet dense layer).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+STREAMS = ("rgb", "flow")
+
+
+class StreamOutputs(NamedTuple):
+  cas: jax.Array   # (B, T, K^V) class logits
+  att: jax.Array   # (B, T) attention in (0, 1)
+  clu: jax.Array   # (B, T, K^C) cluster logits, temp * cosine
+  emb: jax.Array   # (B, T, E) post-ReLU embeddings (not normalised)
+
+
+def _torch_uniform(fan_in: int):
+  """PyTorch's default Conv1d/Linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
+
+
+def _layer(features: int, in_dim: int, kernel_size: int, init: str,
+           name: str, dtype: Any) -> nn.Module:
+  """A temporal conv (kernel_size > 1) or per-snippet dense layer."""
+  fan_in = in_dim * kernel_size
+  if init == "pytorch":
+    kw = dict(kernel_init=_torch_uniform(fan_in), bias_init=_torch_uniform(fan_in))
+  elif init == "flax":
+    kw = {}
+  else:
+    raise ValueError(f"model.init must be 'pytorch' or 'flax', got {init!r}")
+  if kernel_size == 1:
+    return nn.Dense(features, name=name, dtype=dtype, **kw)
+  return nn.Conv(features, kernel_size=(kernel_size,), padding="SAME", name=name,
+                 dtype=dtype, **kw)
+
+
+class StreamNet(nn.Module):
+  """One stream: CAS branch, attention branch and cosine cluster head."""
+  num_classes: int
+  embed_dim: int = 512
+  num_clusters: int = 16
+  cluster_temp: float = 10.0
+  kernel_size: int = 1
+  init_scheme: str = "pytorch"
+  dtype: Any = None        # computation dtype (e.g. bfloat16); params stay f32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> StreamOutputs:
+    d = x.shape[-1]
+    h = nn.relu(_layer(self.embed_dim, d, self.kernel_size, self.init_scheme,
+                       "cas_encoder", self.dtype)(x))
+    cas = _layer(self.num_classes, self.embed_dim, 1, self.init_scheme, "classifier",
+                 self.dtype)(h)
+    emb = nn.relu(_layer(self.embed_dim, d, self.kernel_size, self.init_scheme,
+                         "att_encoder", self.dtype)(x))
+    att = nn.sigmoid(_layer(1, self.embed_dim, 1, self.init_scheme, "attention",
+                            self.dtype)(emb))[..., 0]
+    proto_init = (_torch_uniform(self.embed_dim) if self.init_scheme == "pytorch"
+                  else nn.initializers.lecun_normal())
+    protos = self.param("prototypes", proto_init,
+                        (self.num_clusters, self.embed_dim))
+    emb32 = emb.astype(jnp.float32)
+    unit = emb32 / jnp.maximum(jnp.linalg.norm(emb32, axis=-1, keepdims=True), 1e-12)
+    clu = self.cluster_temp * unit @ protos.T
+    return StreamOutputs(cas.astype(jnp.float32), att.astype(jnp.float32), clu,
+                         emb32)
+
+
+class CASEModel(nn.Module):
+  """Two independent streams; inputs rgb, flow of shape (B, T, D_s)."""
+  num_classes: int
+  embed_dim: int = 512
+  num_clusters: int = 16
+  cluster_temp: float = 10.0
+  kernel_size: int = 1
+  init_scheme: str = "pytorch"
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, rgb: jax.Array, flow: jax.Array) -> dict[str, StreamOutputs]:
+    kw = dict(num_classes=self.num_classes, embed_dim=self.embed_dim,
+              num_clusters=self.num_clusters, cluster_temp=self.cluster_temp,
+              kernel_size=self.kernel_size, init_scheme=self.init_scheme, dtype=self.dtype)
+    return {"rgb": StreamNet(name="rgb", **kw)(rgb),
+            "flow": StreamNet(name="flow", **kw)(flow)}
+
+
+def from_config(model_cfg, num_classes: int, dtype=None) -> CASEModel:
+  return CASEModel(num_classes=num_classes, embed_dim=model_cfg.embed_dim,
+                   num_clusters=model_cfg.num_clusters,
+                   cluster_temp=model_cfg.cluster_temp,
+                   kernel_size=model_cfg.kernel_size, init_scheme=model_cfg.init,
+                   dtype=dtype)
+
+
+def normalize_prototypes(params):
+  """Row-normalises every ``prototypes`` leaf, outside the gradient.
+
+  The released head does ``W <- W / ||W||`` in place under no_grad before each
+  forward: the loss sees unit prototypes, the gradient ignores the
+  normalisation's Jacobian, and Adam then updates the normalised W.  Apply it
+  to the parameters *before* differentiating (never inside the loss).
+  """
+  def fix(path, leaf):
+    if path and getattr(path[-1], "key", None) == "prototypes":
+      return leaf / jnp.maximum(jnp.linalg.norm(leaf, axis=-1, keepdims=True), 1e-12)
+    return leaf
+  return jax.tree_util.tree_map_with_path(fix, params)

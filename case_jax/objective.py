@@ -1,0 +1,156 @@
+"""The CASE training objective, Eq. 16: L = L_V + l_A L_A + l_C L_C + l_R L_R.
+
+Assembles the model outputs, the pseudo-labels (labeling.py) and the loss
+terms (losses.py) under the switches of ``config.labeling`` / ``config.loss``.
+Every ablation row of the paper's Tables 2-5, 9 and 10 is a setting here
+(see configs/ablations.py).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from case_jax import labeling as lab
+from case_jax import losses
+from case_jax.model import STREAMS, StreamOutputs
+
+
+class ObjectiveOutput(NamedTuple):
+  grad_loss: jax.Array    # what this device differentiates (see ``case_objective``)
+  q_r: jax.Array          # (K, 2) Q^R of this step (the running state)
+  metrics: dict           # scalars, already averaged over the global batch
+
+
+def _pmean(x, axis_name):
+  return x if axis_name is None else lax.pmean(x, axis_name)
+
+
+def _stream_sum(values, how):
+  """Released: L_A, L_C, L_R summed over the two streams; "mean" averages."""
+  total = sum(values)
+  return total if how == "released" else total / len(values)
+
+
+def case_objective(out: dict[str, StreamOutputs], labels: jax.Array,
+                   q_r_prev: jax.Array, cfg, *, fg_mask: Optional[jax.Array] = None,
+                   axis_name: Optional[str] = None,
+                   num_devices: int = 1) -> ObjectiveOutput:
+  """Pseudo-labels and losses for one (local) batch.
+
+  Args:
+    out: per-stream model outputs on the local batch (B, T, ...).
+    labels: (B, C) multi-hot video labels.
+    q_r_prev: (K, 2) Q^R of the previous step (DDCL prior, as released).
+    cfg: the full config (uses cfg.labeling and cfg.loss).
+    fg_mask: optional (B, T) ground-truth foreground (1), background (0) or
+      unknown (-1) per sampled snippet, for the F&B accuracy metric.
+    axis_name / num_devices: the mapped batch axis and its size.
+
+  Returns ObjectiveOutput.  ``grad_loss`` = (local terms) / num_devices +
+  (global terms): summing its gradient over devices gives the gradient of
+  Eq. 16 on the global batch, without differentiating any collective.
+  """
+  lc, loss_cfg = cfg.labeling, cfg.loss
+  b, t, _ = out["rgb"].cas.shape
+  n = b * t
+  k = max(1, t // lc.topk_divisor)
+  metrics = {}
+
+  # --- MIL top-k and F&B pseudo-labels (Eq. 18-19, 24) -----------------------
+  cal = {s: lab.calibrated_cas(out[s].cas, out[s].att, lc.mil_omega, lc.use_attention)
+         for s in STREAMS}
+  if lc.colabel_topk:
+    shared = lab.topk_indices(lab.fuse(cal["rgb"], cal["flow"]), k)
+    idx = {s: shared for s in STREAMS}
+  else:
+    idx = {s: lab.topk_indices(cal[s], k) for s in STREAMS}
+  l_v = 0.5 * sum(losses.video_ce(lab.video_logits(out[s].cas, idx[s]), labels)
+                  for s in STREAMS)
+  q_a = {s: lab.foreground_labels(idx[s], labels, t) for s in STREAMS}
+
+  # --- Attention loss (Eq. 2; Table 9) ----------------------------------------
+  if lc.use_attention:
+    att_fn = {"gce": lambda a, q: losses.generalized_bce(a, q, loss_cfg.gce_q),
+              "bce": losses.balanced_bce}[loss_cfg.attention]
+    l_a = _stream_sum([att_fn(out[s].att, q_a[s]) for s in STREAMS],
+                      loss_cfg.stream_reduce)
+  else:
+    l_a = jnp.zeros(())
+
+  p_a = 0.5 * (out["rgb"].att + out["flow"].att).reshape(n)
+  q_a_flat = {s: q_a[s].reshape(n) for s in STREAMS}
+  local = l_v + loss_cfg.lambda_a * l_a
+  global_terms = jnp.zeros(())
+  q_r = q_r_prev
+  l_c = l_r = jnp.zeros(())
+
+  # --- Snippet clustering (Eq. 3-7, 13-15, 20) --------------------------------
+  if lc.snippet_clustering or lc.cluster_classification:
+    clu = {s: out[s].clu.reshape(n, -1) for s in STREAMS}
+    temp = cfg.model.cluster_temp
+    log_prior = None
+    if lc.ddcl and lc.dcl:
+      log_prior = lab.ddcl_log_prior(p_a, q_r_prev[:, 0], lc.sigma, lc.rank,
+                                     axis_name)
+    if lc.colabel_clusters:
+      log_p = lab.fused_log_p(clu["rgb"], clu["flow"], temp, lc.eps_on,
+                              lc.colabel_fuse)
+      q, info = lab.cluster_labels(log_p, lab.fuse(clu["rgb"], clu["flow"]), lc,
+                                   log_prior, axis_name)
+      q_c = {s: q for s in STREAMS}
+    else:
+      q_c, info = {}, None
+      for s in STREAMS:
+        q_c[s], info = lab.cluster_labels(lab.ot_log_p(clu[s], temp, lc.eps_on),
+                                          clu[s], lc, log_prior, axis_name)
+    if lc.snippet_clustering:
+      l_c = _stream_sum([losses.soft_ce(q_c[s], clu[s]) for s in STREAMS],
+                        loss_cfg.stream_reduce)
+      local = local + loss_cfg.lambda_c * l_c
+    metrics["H_qc"] = _pmean(lab.entropy(q_c["rgb"]), axis_name)
+    if info is not None:
+      metrics["qc_col_error"] = info.col_error
+
+    # --- Cluster classification (Eq. 8-12, 22) --------------------------------
+    if lc.cluster_classification:
+      emb = {s: out[s].emb.reshape(n, -1) for s in STREAMS}
+      cls = {s: lab.cluster_cls_logits(q_c[s], q_a_flat[s], emb[s], lc.proto_temp,
+                                       axis_name) for s in STREAMS}
+      beta = lab.beta_r(0.5 * (q_a_flat["rgb"] + q_a_flat["flow"]), lc.beta_r,
+                        axis_name)
+      if lc.colabel_cluster_cls:
+        log_p_r = lab.fused_log_p(lax.stop_gradient(cls["rgb"]),
+                                  lax.stop_gradient(cls["flow"]),
+                                  lc.proto_temp, lc.eps_on, lc.colabel_fuse)
+        q_r, _ = lab.cluster_cls_labels(log_p_r, beta, lc)
+        targets = {s: q_r for s in STREAMS}
+      else:
+        targets = {s: lab.cluster_cls_labels(
+            lab.ot_log_p(lax.stop_gradient(cls[s]), lc.proto_temp, lc.eps_on),
+            beta, lc)[0] for s in STREAMS}
+        q_r = 0.5 * (targets["rgb"] + targets["flow"])
+      l_r = _stream_sum([losses.soft_ce(targets[s], cls[s]) for s in STREAMS],
+                        loss_cfg.stream_reduce)
+      global_terms = global_terms + loss_cfg.lambda_r * l_r
+      metrics["H_qr"] = lab.entropy(q_r)
+      metrics["beta_fg"] = beta[0]
+
+  # --- Totals and metrics -------------------------------------------------------
+  grad_loss = local / num_devices + global_terms
+  l_v_m, l_a_m, l_c_m = (_pmean(x, axis_name) for x in (l_v, l_a, l_c))
+  metrics.update(
+      loss=l_v_m + loss_cfg.lambda_a * l_a_m + loss_cfg.lambda_c * l_c_m
+      + loss_cfg.lambda_r * l_r,
+      L_V=l_v_m, L_A=l_a_m, L_C=l_c_m, L_R=l_r,
+      mean_att=_pmean(jnp.mean(p_a), axis_name),
+      pseudo_fg=_pmean(jnp.mean(q_a_flat["rgb"]), axis_name))
+  if fg_mask is not None:
+    known = (fg_mask >= 0).reshape(n)
+    hit = ((p_a > 0.5) == (fg_mask.reshape(n) > 0)) & known
+    num = _pmean(jnp.sum(hit.astype(jnp.float32)), axis_name)
+    den = _pmean(jnp.sum(known.astype(jnp.float32)), axis_name)
+    metrics["fb_acc"] = num / jnp.maximum(den, 1.0)
+  return ObjectiveOutput(grad_loss, lax.stop_gradient(q_r), metrics)

@@ -1,0 +1,320 @@
+"""Training CASE: one per-device step, run data-parallel, and the loop.
+
+The per-device step (``make_step_fn``) is written once and wrapped either as
+``jax.pmap`` (the default; the design card's single pmap'd train step) or as
+``jax.jit(jax.shard_map(...))``; both see the same pytrees with a leading
+device axis and give the same result (tests/test_train.py).
+
+Multi-device gradients: the objective returns, per device, the local loss
+terms divided by the device count plus the global terms (whose gradient
+reaches only this device's share of the batch statistics), so ``psum`` of
+the per-device gradients is the gradient of Eq. 16 on the global batch.  No
+collective is differentiated, so the answer does not depend on how a
+mapping primitive transposes ``psum``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax import lax
+from jax.sharding import Mesh, PartitionSpec as P
+
+from case_jax import checkpoint as ckpt_lib
+from case_jax import labeling
+from case_jax import model as model_lib
+from case_jax.objective import case_objective
+
+AXIS = "batch"
+DEVICE_KEYS = ("rgb", "flow", "labels", "fg_mask")  # what a step consumes
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array          # () int32, optimizer steps taken
+  params: Any
+  opt_state: Any
+  q_r: jax.Array           # (K^C, 2) Q^R of the last step: DDCL prior and CAT
+  rng: jax.Array           # (2,) uint32 PRNG key for anything stochastic
+
+
+# =============================================================================
+# Optimiser and state.
+# =============================================================================
+def make_optimizer(optim_cfg) -> optax.GradientTransformation:
+  """Adam with coupled L2 as released (PyTorch Adam weight_decay), or AdamW."""
+  adam = dict(b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps)
+  if optim_cfg.decay == "coupled":
+    # grad += wd * w, then Adam: the order matters.
+    return optax.chain(optax.add_decayed_weights(optim_cfg.weight_decay),
+                       optax.adam(optim_cfg.learning_rate, **adam))
+  if optim_cfg.decay == "decoupled":
+    return optax.adamw(optim_cfg.learning_rate, weight_decay=optim_cfg.weight_decay,
+                       **adam)
+  raise ValueError(f"optim.decay must be 'coupled' or 'decoupled', got "
+                   f"{optim_cfg.decay!r}")
+
+
+def create_train_state(cfg, model, tx, *, rgb_dim: int, flow_dim: int,
+                       seed: Optional[int] = None) -> TrainState:
+  """Initial parameters (from ``seed``), optimiser state and Q^R."""
+  key = jax.random.PRNGKey(cfg.seed if seed is None else seed)
+  init_key, run_key = jax.random.split(key)
+  t = min(8, cfg.data.num_segments)
+  params = model.init(init_key, jnp.zeros((1, t, rgb_dim)),
+                      jnp.zeros((1, t, flow_dim)))["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(params),
+                    q_r=labeling.initial_q_r(cfg.model.num_clusters,
+                                             cfg.labeling.prior_qr_init),
+                    rng=run_key)
+
+
+# =============================================================================
+# The per-device step.
+# =============================================================================
+def make_step_fn(model, tx, cfg, *, axis_name: Optional[str] = AXIS,
+                 num_devices: int = 1) -> Callable:
+  """Returns step(state, batch) -> (state, metrics) for one device's shard.
+
+  batch: rgb (b, T, D), flow (b, T, D), labels (b, C), fg_mask (b, T) with
+  b = global batch / num_devices.
+  """
+  ccc = cfg.labeling.cluster_classification
+
+  def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    # As released: prototypes are normalised in place before the forward, and
+    # Adam then updates the normalised values.
+    params = model_lib.normalize_prototypes(state.params)
+
+    def loss_fn(p):
+      out = model.apply({"params": p}, batch["rgb"], batch["flow"])
+      res = case_objective(out, batch["labels"], state.q_r, cfg,
+                           fg_mask=batch.get("fg_mask"), axis_name=axis_name,
+                           num_devices=num_devices)
+      return res.grad_loss, res
+
+    grads, res = jax.grad(loss_fn, has_aux=True)(params)
+    if axis_name is not None:
+      grads = lax.psum(grads, axis_name)
+    updates, opt_state = tx.update(grads, state.opt_state, params)
+    params = optax.apply_updates(params, updates)
+    metrics = dict(res.metrics)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    new_state = state.replace(step=state.step + 1, params=params,
+                              opt_state=opt_state,
+                              q_r=res.q_r if ccc else state.q_r)
+    return new_state, metrics
+
+  return step
+
+
+# =============================================================================
+# Data-parallel wrappers: pmap or jit(shard_map), same pytrees.
+# =============================================================================
+def replicate(tree, devices):
+  """Copies a pytree onto every device with a leading device axis (n, ...)."""
+  n = len(devices)
+  stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)),
+                         tree)
+  return jax.device_put(stacked, _leading_sharding(devices))
+
+
+def unreplicate(tree):
+  """The first device's copy, on the host as numpy."""
+  return jax.tree.map(lambda x: np.asarray(x[0]), tree)
+
+
+def _leading_sharding(devices):
+  return jax.sharding.NamedSharding(Mesh(np.array(devices), (AXIS,)), P(AXIS))
+
+
+def shard_batch(batch: dict, devices) -> dict:
+  """Splits the global batch (B, ...) into (n, B/n, ...) over the devices."""
+  n = len(devices)
+  out = {}
+  for key in DEVICE_KEYS:
+    if key not in batch:
+      continue
+    x = np.asarray(batch[key])
+    if x.shape[0] % n:
+      raise ValueError(f"batch_size {x.shape[0]} is not divisible by the {n} "
+                       f"devices; set --config.batch_size to a multiple of {n}.")
+    out[key] = x.reshape((n, x.shape[0] // n) + x.shape[1:])
+  return jax.device_put(out, _leading_sharding(devices))
+
+
+def parallel_step(model, tx, cfg, devices, how: str = "pmap") -> Callable:
+  """The data-parallel train step over ``devices``.
+
+  Returns f(state, batch) with state replicated (n, ...) and batch sharded
+  (n, b, ...); metrics come back replicated (n,).
+  """
+  n = len(devices)
+  step = make_step_fn(model, tx, cfg, axis_name=AXIS, num_devices=n)
+  if how == "pmap":
+    return jax.pmap(step, axis_name=AXIS, devices=devices, donate_argnums=(0,))
+  if how == "shard_map":
+    mesh = Mesh(np.array(devices), (AXIS,))
+
+    def body(state, batch):
+      # Each shard holds a leading axis of size 1, like one pmap slot.
+      squeeze = functools.partial(jax.tree.map, lambda x: x[0])
+      new_state, metrics = step(squeeze(state), squeeze(batch))
+      expand = functools.partial(jax.tree.map, lambda x: x[None])
+      return expand(new_state), expand(metrics)
+
+    mapped = jax.shard_map(body, mesh=mesh, in_specs=(P(AXIS), P(AXIS)),
+                           out_specs=(P(AXIS), P(AXIS)))
+    return jax.jit(mapped, donate_argnums=(0,))
+  raise ValueError(f"parallel must be 'pmap' or 'shard_map', got {how!r}")
+
+
+# =============================================================================
+# Progress and metric logging.
+# =============================================================================
+class Progress:
+  """A one-line progress bar on a terminal, plain lines elsewhere (CI logs)."""
+
+  def __init__(self, total: int, start: int = 0, stream=None, every: int = 10):
+    self.total, self.start = total, start
+    self.stream = stream or sys.stdout
+    self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+    self.every = max(1, every)
+    self.t0 = time.perf_counter()
+
+  def update(self, step: int, metrics: dict) -> None:
+    done = step - self.start
+    elapsed = time.perf_counter() - self.t0
+    eta = elapsed / max(done, 1) * (self.total - step)
+    frac = step / max(self.total, 1)
+    bar = "#" * int(24 * frac) + "." * (24 - int(24 * frac))
+    shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()
+                      if k in ("loss", "L_V", "L_A", "L_C", "L_R", "fb_acc", "H_qc"))
+    line = f"[{bar}] {step}/{self.total}  {shown}  eta {eta:4.0f}s"
+    if self.tty:
+      self.stream.write("\r" + line[:160])
+      if step >= self.total:
+        self.stream.write("\n")
+    elif step % self.every == 0 or step >= self.total:
+      self.stream.write(line + "\n")
+    self.stream.flush()
+
+
+def _host_metrics(metrics) -> dict:
+  return {k: float(np.asarray(v)[0]) for k, v in metrics.items()}
+
+
+# =============================================================================
+# The loop.
+# =============================================================================
+def train(cfg: ml_collections.ConfigDict, workdir: str, *,
+          train_set=None, devices=None, stream=None) -> dict:
+  """Trains ``cfg.num_steps`` steps, resuming from ``workdir`` if it holds a
+  checkpoint.  Returns a summary dict (final metrics, state, paths)."""
+  from case_jax import data as data_lib  # host-side reading
+
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  devices = devices or jax.local_devices()
+  stream = stream or sys.stdout
+
+  # ---- Data ------------------------------------------------------------------
+  if train_set is None:
+    train_set = data_lib.WTALDataset(resolve_data_root(cfg, workdir), "train")
+  record = train_set[0]
+  num_classes = len(train_set.classes)
+
+  # ---- Model, optimiser, state -----------------------------------------------
+  model = model_lib.from_config(cfg.model, num_classes)
+  tx = make_optimizer(cfg.optim)
+  state = create_train_state(cfg, model, tx, rgb_dim=record.rgb.shape[1],
+                             flow_dim=record.flow.shape[1])
+  manager = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                  keep=cfg.keep_checkpoints)
+  state, meta = manager.restore_latest(state)
+  if meta is not None:
+    stream.write(f"Resumed from step {int(state.step)} in {manager.directory}\n")
+  _write_config(cfg, workdir)
+
+  # ---- Train -------------------------------------------------------------------
+  step_fn = parallel_step(model, tx, cfg, devices, cfg.parallel)
+  rstate = replicate(state, devices)
+  start = int(state.step)
+  progress = Progress(cfg.num_steps, start, stream, cfg.log_every)
+  log_path = os.path.join(workdir, "metrics.jsonl")
+  metrics = {}
+  with open(log_path, "a") as log:
+    for step in range(start, cfg.num_steps):
+      batch = data_lib.train_batch(train_set, step, seed=cfg.seed,
+                                   batch_size=cfg.batch_size,
+                                   num_segments=cfg.data.num_segments)
+      rstate, rmetrics = step_fn(rstate, shard_batch(batch, devices))
+      # A host sync every step: cheap here, and simulated multi-device CPU
+      # runs hang without one (jax_stack_notes.md).
+      metrics = _host_metrics(rmetrics)
+      _check_finite(metrics, step + 1)
+      done = step + 1
+      if done % cfg.log_every == 0 or done == cfg.num_steps:
+        log.write(json.dumps({"step": done, **metrics}) + "\n")
+        log.flush()
+      progress.update(done, metrics)
+      if done % cfg.checkpoint_every == 0 and done < cfg.num_steps:
+        manager.save(unreplicate(rstate), meta=_meta(cfg, done))
+
+  # ---- Final save ----------------------------------------------------------------
+  final = unreplicate(rstate)
+  manager.save(final, meta=_meta(cfg, int(final.step)))
+  manager.wait()
+  return {"state": final, "metrics": metrics, "workdir": workdir,
+          "classes": list(train_set.classes), "model": model}
+
+
+def _meta(cfg, step: int) -> dict:
+  # The data position: batches are a pure function of (seed, step).
+  return {"step": step, "data": {"seed": cfg.seed, "step": step,
+                                 "batch_size": cfg.batch_size}}
+
+
+def _check_finite(metrics: dict, step: int) -> None:
+  bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+  if bad:
+    raise FloatingPointError(
+        f"step {step}: non-finite {', '.join(bad)} ({metrics}). Check the input "
+        "features for NaN/inf and consider a lower optim.learning_rate; the last "
+        "checkpoint is intact.")
+
+
+def _write_config(cfg, workdir: str) -> None:
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(cfg.to_json_best_effort(indent=2))
+
+
+def resolve_data_root(cfg, workdir: str) -> str:
+  """``data.root``, or for the synthetic dataset a generated copy in workdir."""
+  root = cfg.data.root
+  if cfg.data.dataset == "synthetic":
+    from case_jax.data.synthetic import write_synthetic_thumos
+    root = root or os.path.join(workdir, "synthetic_data")
+    if not os.path.exists(os.path.join(root, "gt.json")):
+      write_synthetic_thumos(root, **dict(cfg.data.synthetic))
+    return root
+  if not root:
+    raise ValueError(
+        f"data.root is not set: pass --config.data.root=/path/to/{cfg.data.dataset} "
+        "(the folder holding gt.json, split_train.txt, split_test.txt and "
+        "features/{train,test}/{rgb,flow}/<video>.npy).")
+  if not os.path.isdir(root):
+    raise FileNotFoundError(f"data.root {root!r} is not a directory.")
+  return root

@@ -1,0 +1,32 @@
+"""CASE on the built-in synthetic dataset (test and demo data, not a benchmark).
+
+    python -m case_jax.main --config=configs/synthetic.py --workdir=/tmp/case_demo
+
+Data are generated into <workdir>/synthetic_data unless data.root is given.
+Sizes are small so the whole run fits in a few CPU minutes; the method's
+hyper-parameters are the released THUMOS14 ones except where noted.
+"""
+import ml_collections
+
+from case_jax import defaults
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  c = defaults.base_config()
+  c.data.dataset = "synthetic"
+  c.data.num_segments = 128       # T: synthetic videos are shorter than THUMOS'
+  c.data.synthetic = ml_collections.ConfigDict(dict(
+      num_train=128, num_test=64, num_classes=10, feature_dim=64, seed=0))
+  c.model.embed_dim = 128         # smaller than 512: 64-d features
+  c.num_steps = 600
+  c.eval_every = 200
+  c.log_every = 20
+  c.checkpoint_every = 200
+  if arg == "paper":
+    defaults.paper_variant(c)
+  elif arg == "runlocal":  # a seconds-long smoke run
+    c.num_steps = 20
+    c.log_every = 5
+  elif arg:
+    raise ValueError(f"unknown variant {arg!r}: use '', 'paper' or 'runlocal'")
+  return c
