@@ -37,6 +37,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.cluster_temp = 10.0     # paper E.3 "temperature of 10"; notes: hard-coded 10
   c.model.kernel_size = 1         # notes §1: every conv has k=1; paper says "temporal
                                   # convolution": 3 is the paper variant
+  c.model.dtype = "float32"       # matmul dtype: "float32" | "bfloat16" (f32
+                                  # params and accumulation; see benchmarks/train_step.py)
   c.model.init = "pytorch"        # "pytorch" (U(+-1/sqrt(fan_in)) weights and biases,
                                   # as released) | "flax" (lecun_normal, zero bias)
 

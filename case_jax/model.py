@@ -109,7 +109,10 @@ class CASEModel(nn.Module):
             "flow": StreamNet(name="flow", **kw)(flow)}
 
 
-def from_config(model_cfg, num_classes: int, dtype=None) -> CASEModel:
+def from_config(model_cfg, num_classes: int) -> CASEModel:
+  dtype = {"float32": None, "bfloat16": jnp.bfloat16}.get(model_cfg.get("dtype", "float32"), "?")
+  if dtype == "?":
+    raise ValueError(f"model.dtype must be 'float32' or 'bfloat16', got {model_cfg.dtype!r}")
   return CASEModel(num_classes=num_classes, embed_dim=model_cfg.embed_dim,
                    num_clusters=model_cfg.num_clusters,
                    cluster_temp=model_cfg.cluster_temp,

@@ -18,7 +18,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.data.synthetic = ml_collections.ConfigDict(dict(
       num_train=128, num_test=64, num_classes=10, feature_dim=64, seed=0))
   c.model.embed_dim = 128         # smaller than 512: 64-d features
-  c.num_steps = 600
+  c.num_steps = 3000
   c.eval_every = 200
   c.log_every = 20
   c.checkpoint_every = 200
