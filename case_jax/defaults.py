@@ -72,7 +72,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.labeling.sinkhorn_max_iters = 500
   c.labeling.beta_r = "empirical"  # Eq. 12 (batch fg/bg fractions of Q^A) |
                                   # "uniform" ([0.5, 0.5], Table 5)
-  c.labeling.proto_temp = 10.0    # rho of Eq. 10; notes: temp = 10
+  c.labeling.proto_temp = 10.0    # the released --temp: rho of Eq. 10 and the
+                                  # divisor of both OT steps' logits (notes §2.2(f))
   # Two-stream co-labeling, per pseudo-labeling step (Table 10).
   c.labeling.colabel_topk = True      # Eq. 24
   c.labeling.colabel_clusters = True  # Eq. 20

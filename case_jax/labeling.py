@@ -38,10 +38,20 @@ def _local_slice(x_global, n_local, axis_name):
   return lax.dynamic_slice_in_dim(x_global, start, n_local)
 
 
-def fuse(a, b, how="logits"):
+def fuse(a, b):
   """Two-stream co-labeling fusion 0.5*a + 0.5*b (Eq. 20, 22, 24)."""
-  del how
   return 0.5 * a + 0.5 * b
+
+
+def l2_normalize(x, eps=1e-12):
+  """x / max(||x||, eps) along the last axis, with a finite gradient at 0.
+
+  ``jnp.linalg.norm`` has a NaN gradient at a zero vector (an empty cluster,
+  a snippet whose ReLU embedding is all zero); like torch's F.normalize the
+  gradient there is taken as zero.
+  """
+  sq = jnp.sum(x * x, axis=-1, keepdims=True)
+  return x * lax.rsqrt(jnp.maximum(sq, eps * eps))
 
 
 # ---------------------------------------------------------------------------
@@ -184,7 +194,7 @@ def prototypes(weights, emb, axis_name=None):
   """
   local = weights.T @ emb
   total = local + sg(_psum(local, axis_name) - local)
-  return total / jnp.maximum(jnp.linalg.norm(total, axis=-1, keepdims=True), 1e-12)
+  return l2_normalize(total)
 
 
 def cluster_cls_logits(q_c, q_a, emb, rho, axis_name=None):

@@ -84,7 +84,8 @@ class StreamNet(nn.Module):
     protos = self.param("prototypes", proto_init,
                         (self.num_clusters, self.embed_dim))
     emb32 = emb.astype(jnp.float32)
-    unit = emb32 / jnp.maximum(jnp.linalg.norm(emb32, axis=-1, keepdims=True), 1e-12)
+    sq = jnp.sum(emb32 * emb32, axis=-1, keepdims=True)
+    unit = emb32 * jax.lax.rsqrt(jnp.maximum(sq, 1e-24))  # finite grad at 0
     clu = self.cluster_temp * unit @ protos.T
     return StreamOutputs(cas.astype(jnp.float32), att.astype(jnp.float32), clu,
                          emb32)

@@ -90,7 +90,7 @@ def case_objective(out: dict[str, StreamOutputs], labels: jax.Array,
   # --- Snippet clustering (Eq. 3-7, 13-15, 20) --------------------------------
   if lc.snippet_clustering or lc.cluster_classification:
     clu = {s: out[s].clu.reshape(n, -1) for s in STREAMS}
-    temp = cfg.model.cluster_temp
+    temp = lc.proto_temp  # released: OT() divides by --temp, not the head's 10
     log_prior = None
     if lc.ddcl and lc.dcl:
       log_prior = lab.ddcl_log_prior(p_a, q_r_prev[:, 0], lc.sigma, lc.rank,
