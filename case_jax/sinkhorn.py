@@ -62,8 +62,8 @@ class SinkhornInfo(NamedTuple):
   col_error: ||Q^T 1 - beta||_1 / ||beta||_1 of the returned Q (beta rescaled
     to alpha's total, see ``solve``).
   num_iters: iterations run (for ``auto``: of the path whose Q is returned).
-  converged: ``tol`` was given and both errors reached it (False for fixed
-    iteration counts).
+  converged: ``tol`` was given and met (by the loop's check or by the
+    returned Q's errors); always False for fixed iteration counts.
   fell_back: ``auto`` only: the scaling path broke down and the log-domain
     answer is returned.
   """
@@ -437,14 +437,20 @@ def solve(log_p: jax.Array,
     q = a[:, None] * jax.nn.softmax(log_k + g[None, :], axis=1)
     broke = broke | _any_global(~jnp.isfinite(q), axis_name)
     if mode == "auto":
-      # Zero-trip loop unless this problem broke down (cheap under vmap too).
-      q_log, it_log = log_solution(jnp.where(broke, limit, 0))
-      q = jnp.where(broke, q_log, q)
-      it = jnp.where(broke, it_log, it)
+      # lax.cond runs the log-domain solve only where the scaling path broke
+      # down.  Under vmap the predicate is batched and cond becomes a select
+      # of both branches; the fallback's loop limit is then 0 for the
+      # problems that did not break, so it costs one pass, not a solve.
+      q, it = lax.cond(broke,
+                       lambda: log_solution(jnp.where(broke, limit, 0)),
+                       lambda: (q, it))
       fell_back = broke
     else:
       fell_back = false
 
   row, col = _errors(q, a, b, axis_name)
-  converged = (num_iters is None) & (row <= tol_v) & (col <= tol_v)
+  # Converged: the loop met tol (its check is on the iterate before the last
+  # update, which f32 rounding can leave a hair worse) or the result does.
+  met = (it < limit) | ((row <= tol_v) & (col <= tol_v))
+  converged = (num_iters is None) & met
   return q, SinkhornInfo(row, col, it, jnp.asarray(converged), fell_back)
