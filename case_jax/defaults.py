@@ -106,6 +106,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.inference.fg_score = "fused"  # Table 5 columns: "attention" (P^A), "cluster"
                                   # (P-hat^A = P^C Q^R[:, 0]), "fused" (P-ddot^A);
                                   # used when cat is True
+  c.inference.omega = ml_collections.FieldReference(None, field_type=float)
+                                  # S = w*softmax(CAS) + (1-w)*foreground; None =
+                                  # released (1/5 with CAT: its 5-term fusion;
+                                  # 1/3 without); paper E.3: w = 0.25
+  c.inference.batch_size = 16     # test videos per jit call (padded)
   return c
 
 
@@ -118,4 +123,5 @@ def paper_variant(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.labeling.eps_on = "log_prob"
   c.labeling.sinkhorn_mode = "auto"
   c.labeling.colabel_fuse = "probs"
+  c.inference.omega = 0.25
   return c

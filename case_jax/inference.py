@@ -1,7 +1,18 @@
-"""Inference: snippet-level scores from a trained state (paper §3.3, Eq. 17).
+"""Inference: from a trained state to snippet and video scores (paper §3.3,
+Eq. 17, appendix E.3; released pipeline: notes §3).
 
-This module holds the device part; proposals, OIC scoring and NMS (issue #4)
-build on ``foreground_scores``.
+The device part (this module, jit over padded batches of test videos):
+
+* ``foreground_scores``: P^A, P-hat^A = P^C Q^R[:, 0] or P-ddot^A.
+* ``snippet_class_scores``: the score the proposals are cut from,
+      S = w * mean_s softmax(cas_s) + (1 - w) * foreground
+  The released 5-term fusion (sm_f/2 + sm_r/2 + att_f + att_r + PT_f + PT_r)/5
+  is exactly w = 1/5 with the fused P-ddot^A; without CAT the released
+  ASL-style 3-term fusion is w = 1/3 with P^A.
+* ``video_scores``: top-k on S per class, then each stream's softmax of its
+  mean top-k logits, averaged.
+
+Proposals, OIC scoring and NMS run on the host (case_jax/detection.py).
 """
 from __future__ import annotations
 
@@ -55,3 +66,40 @@ def dataset_fb_accuracy(dataset, model, params, q_r, *, num_segments: int,
     hits += fb_accuracy(scores, batch["fg_mask"], batch["valid"]) * n
     total += n
   return hits / max(total, 1.0)
+
+
+def inference_omega(inf_cfg) -> float:
+  """w of ``snippet_class_scores``: the configured value, else the released
+  one (1/5 with CAT, 1/3 without)."""
+  if inf_cfg.get("omega") is not None:
+    return float(inf_cfg.omega)
+  return 0.2 if inf_cfg.cat else 1.0 / 3.0
+
+
+def snippet_class_scores(out, q_r, *, omega: float, fg_score: str):
+  """S (B, T, C) = w * mean-stream softmax(cas) + (1 - w) * foreground."""
+  probs = 0.5 * (jax.nn.softmax(out["rgb"].cas, -1) + jax.nn.softmax(out["flow"].cas, -1))
+  fg = foreground_scores(out, q_r, fg_score)
+  return omega * probs + (1.0 - omega) * fg[..., None]
+
+
+def video_scores(out, scores, k: int):
+  """Video-level class probabilities (B, C): top-k of S per class, each
+  stream's logits averaged there, softmax per stream, then the mean."""
+  from case_jax import labeling
+  idx = labeling.topk_indices(scores, k)
+  per_stream = [jax.nn.softmax(labeling.video_logits(out[s].cas, idx), -1)
+                for s in ("rgb", "flow")]
+  return 0.5 * (per_stream[0] + per_stream[1])
+
+
+@functools.partial(jax.jit, static_argnums=(0,), static_argnames=(
+    "omega", "fg_score", "k"))
+def score_batch(model, params, q_r, rgb, flow, *, omega, fg_score, k):
+  """One padded batch of test videos -> (S (B, T, C), video scores (B, C),
+  P^A (B, T), foreground (B, T))."""
+  out = model.apply({"params": model_lib.normalize_prototypes(params)}, rgb, flow)
+  scores = snippet_class_scores(out, q_r, omega=omega, fg_score=fg_score)
+  return (scores, video_scores(out, scores, k),
+          foreground_scores(out, q_r, "attention"),
+          foreground_scores(out, q_r, fg_score))
