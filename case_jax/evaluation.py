@@ -1,9 +1,57 @@
-"""Evaluation on the host (numpy): F&B snippet accuracy and clustering
-diagnostics.  The detection mAP of the official protocol arrives with issue #4.
+"""Evaluation on the host (numpy): detection mAP of the official ActivityNet
+protocol (as CASE runs it on THUMOS14), F&B snippet accuracy and the
+clustering diagnostics of Table 4.
+
+Detection mAP follows the official ``ANETdetection`` algorithm step by step
+(official_code_notes.md §5; CASE's call in §3.10): ground truth of one subset,
+classes in first-appearance order, per-class greedy matching at each tIoU
+threshold, VOC all-point interpolated AP, mean over the classes of the GT
+subset.  The code is written from that description; the only intended
+differences are documented where they occur (NaN inputs are rejected, an
+unknown label raises ``ValueError`` instead of ``KeyError``, and the optional
+``tie_order='stable'``).
+
+Units: segments in seconds, ``[start, end]``.  Shapes: M ground-truth
+instances, N detections, T tIoU thresholds, C classes, V videos.
+
+CLI::
+
+  python -m case_jax.evaluation GT.json DETECTIONS.json [--subset test]
+      [--tiou 0.1:0.7:7] [--json OUT] [--tie-order numpy|stable]
+      [--split split_test.txt] [--per-class]
+
+GT may also be a W-TALC annotation directory (videoname.npy, subset.npy, ...).
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
+import math
+import os
+import warnings
+from typing import Mapping, Optional, Sequence, Union
+
 import numpy as np
+
+THUMOS_TIOUS = np.linspace(0.1, 0.7, 7)          # CASE / most THUMOS14 papers
+ACTIVITYNET_TIOUS = np.linspace(0.5, 0.95, 10)   # official ActivityNet default
+TIE_ORDERS = ("numpy", "stable")
+
+# name, first, last, step: reported when every grid threshold was evaluated.
+_SUMMARIES = (
+    ("AVG(0.1:0.5)", 0.1, 0.5, 0.1),
+    ("AVG(0.3:0.7)", 0.3, 0.7, 0.1),
+    ("AVG(0.1:0.7)", 0.1, 0.7, 0.1),
+    ("AVG(0.5:0.95)", 0.5, 0.95, 0.05),
+)
+
+# The W-TALC "Thumos14reduced-Annotations" arrays, aligned by video index.
+_WTALC_FILES = ("videoname.npy", "subset.npy", "segments.npy", "labels.npy",
+                "classlist.npy")
+# Object arrays (per-video Python lists) need pickle; pickle can run code on
+# load, so it is enabled for these known annotation files only.
+_WTALC_PICKLED = ("segments.npy", "labels.npy")
 
 
 def fb_accuracy(scores, fg_mask, valid=None, threshold: float = 0.5) -> float:
@@ -19,3 +67,772 @@ def fb_accuracy(scores, fg_mask, valid=None, threshold: float = 0.5) -> float:
     known &= np.asarray(valid, bool)[:, None]
   hits = ((scores > threshold) == (fg_mask > 0)) & known
   return float(hits.sum() / max(known.sum(), 1))
+
+
+# ---------------------------------------------------------------------------
+# Clustering diagnostics (Table 4).
+# ---------------------------------------------------------------------------
+def _row_entropy(p: np.ndarray) -> np.ndarray:
+  """(..., K) probabilities -> (...) entropies in nats, with 0 log 0 = 0."""
+  logp = np.log(np.where(p > 0, p, 1.0))
+  return -(p * logp).sum(-1)
+
+
+def clustering_entropies(p_c, mask=None) -> tuple[float, float]:
+  """Entropies of the snippet-to-cluster assignment P^C (Table 4), in nats.
+
+  p_c: (N, K) or (..., K) cluster probabilities per snippet (rows sum to 1);
+  mask: optional bool array of p_c's leading shape, True for snippets to use
+  (padded frames False).
+
+  Returns ``(H(P^C), H(mean P^C))``: the mean over snippets of the row
+  entropy (low = confident assignments) and the entropy of the mean row
+  (high = clusters used evenly).  Both lie in [0, log K].
+  """
+  p = np.asarray(p_c, np.float64)
+  if p.ndim < 2:
+    raise ValueError(f"evaluation.clustering_entropies: p_c must be (N, K), got "
+                     f"shape {p.shape}")
+  if mask is not None:
+    p = p[np.asarray(mask, bool)]
+  p = p.reshape(-1, p.shape[-1])
+  if p.shape[0] == 0:
+    raise ValueError("evaluation.clustering_entropies: no snippets (empty p_c "
+                     "or an all-False mask)")
+  sums = p.sum(-1)
+  if not np.all(np.isfinite(p)) or p.min() < 0 or np.abs(sums - 1).max() > 1e-4:
+    raise ValueError(
+        "evaluation.clustering_entropies: rows of p_c must be probability "
+        f"distributions over the K clusters (non-negative, summing to 1); got "
+        f"row sums in [{sums.min():.6g}, {sums.max():.6g}]. Apply a softmax "
+        "over the cluster axis first.")
+  return float(_row_entropy(p).mean()), float(_row_entropy(p.mean(0)))
+
+
+# ---------------------------------------------------------------------------
+# Ground truth.
+# ---------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class GroundTruth:
+  """Ground-truth instances of one subset, flat and in file order.
+
+  class_names: (C,) class names in first-appearance order within the subset
+    (the official ``activity_index``); mAP averages over exactly these.
+  video_ids: (V,) ids of every video of the subset (with or without
+    annotations), in file order.
+  video: (M,) int64 index into ``video_ids``.
+  label: (M,) int64 index into ``class_names``.
+  segments: (M, 2) float64 ``[start, end]`` in seconds.
+  subset, source: the subset name and where the GT came from (for messages).
+  """
+  class_names: tuple
+  video_ids: tuple
+  video: np.ndarray
+  label: np.ndarray
+  segments: np.ndarray
+  subset: str
+  source: str
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  def num_instances(self) -> np.ndarray:
+    """(C,) int64: instances per class (``npos`` of the AP)."""
+    return np.bincount(self.label, minlength=self.num_classes)
+
+  def for_class(self, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Instances of class index ``c``: (video index, start, end), each (M_c,)."""
+    keep = self.label == c
+    return self.video[keep], self.segments[keep, 0], self.segments[keep, 1]
+
+
+def _checked_segment(segment, where: str) -> tuple[float, float]:
+  """``[s, e]`` (numbers or numeric strings, as in BaS-Net's copy) -> floats."""
+  try:
+    start, end = (float(x) for x in segment)
+  except (TypeError, ValueError) as err:
+    raise ValueError(f"{where}: segment must be [start, end] in seconds, got "
+                     f"{segment!r}") from err
+  if math.isnan(start) or math.isnan(end):
+    raise ValueError(f"{where}: NaN in segment {segment!r}")
+  return start, end
+
+
+def _build_ground_truth(video_ids: Sequence[str], records: Sequence[tuple],
+                        subset: str, source: str) -> GroundTruth:
+  """records: (video index, label name, start, end) in file order."""
+  class_index: dict = {}
+  for _, name, _, _ in records:
+    class_index.setdefault(name, len(class_index))
+  n = len(records)
+  return GroundTruth(
+      class_names=tuple(class_index),
+      video_ids=tuple(video_ids),
+      video=np.array([r[0] for r in records], np.int64).reshape(n),
+      label=np.array([class_index[r[1]] for r in records], np.int64).reshape(n),
+      segments=np.array([r[2:] for r in records], np.float64).reshape(n, 2),
+      subset=subset, source=source)
+
+
+def _no_such_subset(source: str, subset: str, present) -> ValueError:
+  return ValueError(
+      f"{source}: no video has subset {subset!r}; subsets present: "
+      f"{sorted(present)}. Pass one of them (--subset / subset=): THUMOS14 test "
+      "is 'test'; its train split is 'validation' in ACM-Net/W-TALC files and "
+      "'train' in BaS-Net's.")
+
+
+def ground_truth_from_dict(data: Mapping, subset: str = "test",
+                           source: str = "<dict>") -> GroundTruth:
+  """GT from a parsed ActivityNet-format json (``{"database": {vid: {...}}}``).
+
+  Each video needs ``subset`` and ``annotations: [{"segment": [s, e],
+  "label": name}]``; other fields (duration, frames, url) are ignored.  Only
+  videos with ``subset == subset`` are used (the official default is
+  'validation'; CASE evaluates THUMOS14 on 'test').
+  """
+  if not isinstance(data, Mapping) or "database" not in data:
+    raise ValueError(f"{source}: not an ActivityNet-format ground truth (no "
+                     "'database' key); expected {'database': {vid: {'subset', "
+                     "'annotations': [...]}}} or a W-TALC annotation directory")
+  video_ids, records, present = [], [], set()
+  for vid, entry in data["database"].items():
+    if "subset" not in entry:
+      raise ValueError(f"{source}: video {vid!r} has no 'subset' field")
+    present.add(entry["subset"])
+    if entry["subset"] != subset:
+      continue
+    v = len(video_ids)
+    video_ids.append(vid)
+    for i, ann in enumerate(entry.get("annotations", [])):
+      where = f"{source}: video {vid!r} annotation {i}"
+      if "label" not in ann or "segment" not in ann:
+        raise ValueError(f"{where}: needs 'segment' and 'label', got {ann!r}")
+      records.append((v, ann["label"], *_checked_segment(ann["segment"], where)))
+  if not video_ids:
+    raise _no_such_subset(source, subset, present)
+  return _build_ground_truth(video_ids, records, subset, source)
+
+
+def load_gt_json(path: str, subset: str = "test") -> GroundTruth:
+  """GT from an ActivityNet-format ``gt.json`` file; see ground_truth_from_dict."""
+  with open(path) as f:
+    data = json.load(f)
+  return ground_truth_from_dict(data, subset, source=str(path))
+
+
+def _decode(values) -> list:
+  return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _load_wtalc_array(directory: str, name: str) -> np.ndarray:
+  return np.load(os.path.join(directory, name),
+                 allow_pickle=name in _WTALC_PICKLED)
+
+
+def load_wtalc_annotations(directory: str, subset: str = "test") -> GroundTruth:
+  """GT from W-TALC "Thumos14reduced-Annotations" arrays in ``directory``.
+
+  Uses videoname.npy (V,) bytes, subset.npy (V,) bytes, segments.npy (V,)
+  object (per video a list of [start, end] seconds), labels.npy (V,) object
+  (per video the class name of each segment) and classlist.npy (C,) bytes.
+  In these files subset 'validation' is the train split and 'test' the test
+  split.  Ambiguous_test.txt is not applied (the ActivityNet protocol that
+  CASE uses does not drop predictions in ambiguous intervals).
+  """
+  missing = [f for f in _WTALC_FILES
+             if not os.path.isfile(os.path.join(directory, f))]
+  if missing:
+    raise FileNotFoundError(f"{directory}: missing W-TALC annotation file(s) "
+                            f"{missing}; expected {list(_WTALC_FILES)}")
+  arrays = {f[:-4]: _load_wtalc_array(directory, f) for f in _WTALC_FILES}
+  names, subsets = _decode(arrays["videoname"]), _decode(arrays["subset"])
+  classlist = set(_decode(arrays["classlist"]))
+  if not len(names) == len(subsets) == len(arrays["segments"]) == len(arrays["labels"]):
+    raise ValueError(f"{directory}: videoname/subset/segments/labels.npy differ "
+                     "in length; they must be aligned by video index")
+  video_ids, records = [], []
+  for vid, sub, segs, labs in zip(names, subsets, arrays["segments"],
+                                  arrays["labels"]):
+    if sub != subset:
+      continue
+    v = len(video_ids)
+    video_ids.append(vid)
+    if len(segs) != len(labs):
+      raise ValueError(f"{directory}: video {vid!r} has {len(segs)} segments but "
+                       f"{len(labs)} labels")
+    for i, (seg, lab) in enumerate(zip(segs, _decode(labs))):
+      where = f"{directory}: video {vid!r} segment {i}"
+      if lab not in classlist:
+        raise ValueError(f"{where}: label {lab!r} is not in classlist.npy")
+      records.append((v, lab, *_checked_segment(seg, where)))
+  if not video_ids:
+    raise _no_such_subset(directory, subset, set(subsets))
+  return _build_ground_truth(video_ids, records, subset, str(directory))
+
+
+def load_ground_truth(path: str, subset: str = "test") -> GroundTruth:
+  """GT from a ``gt.json`` file or a W-TALC annotation directory."""
+  if os.path.isdir(path):
+    return load_wtalc_annotations(path, subset)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: no such ground truth; pass an "
+                            "ActivityNet-format gt.json or a W-TALC annotation "
+                            "directory")
+  return load_gt_json(path, subset)
+
+
+def read_split_file(path: str) -> list:
+  """Video ids of a split file (one per line, e.g. BaS-Net's split_test.txt)."""
+  with open(path) as f:
+    return [line.strip() for line in f if line.strip()]
+
+
+def _some(ids: list, limit: int = 20) -> str:
+  """A list of ids for a message, cut after ``limit``."""
+  more = f" ... ({len(ids) - limit} more)" if len(ids) > limit else ""
+  return str(ids[:limit])[:-1] + more + "]" if ids else "[]"
+
+
+def check_split(gt: GroundTruth, video_ids: Sequence[str],
+                name: str = "split") -> tuple[list, list]:
+  """Warn when a split (the videos that get predictions) and the GT subset differ.
+
+  Every GT instance of a subset video without predictions counts as a miss
+  (e.g. BaS-Net lists 210 test videos while ACM-Net's gt.json has 212).
+  Returns ``(only_in_split, only_in_gt)``, sorted video ids.
+  """
+  split, subset = set(video_ids), set(gt.video_ids)
+  only_split, only_gt = sorted(split - subset), sorted(subset - split)
+  if only_split or only_gt:
+    warnings.warn(
+        f"{name} and the {gt.subset!r} subset of {gt.source} disagree: "
+        f"{len(only_split)} video(s) only in {name}: {_some(only_split)}; "
+        f"{len(only_gt)} video(s) only in the GT: {_some(only_gt)}. GT of videos "
+        "without predictions counts as missed; use a split file and GT that "
+        "list the same videos to compare with published numbers.",
+        stacklevel=2)
+  return only_split, only_gt
+
+
+# ---------------------------------------------------------------------------
+# Detections.
+# ---------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Detections:
+  """Detections in input order (the order matters for ties).
+
+  video_ids: (N,) str; labels: (N,) str class names; scores: (N,) float64;
+  segments: (N, 2) float64 ``[start, end]`` seconds; source: for messages.
+  """
+  video_ids: np.ndarray
+  labels: np.ndarray
+  scores: np.ndarray
+  segments: np.ndarray
+  source: str = "<arrays>"
+
+  def __post_init__(self):
+    n = len(self.scores)
+    if not (len(self.video_ids) == len(self.labels) == n
+            and self.segments.shape == (n, 2)):
+      raise ValueError(f"{self.source}: detections need video_ids, labels, "
+                       f"scores of shape (N,) and segments (N, 2); got "
+                       f"{len(self.video_ids)}, {len(self.labels)}, {n}, "
+                       f"{self.segments.shape}")
+    bad = np.flatnonzero(np.isnan(self.scores) | np.isnan(self.segments).any(1))
+    if bad.size:
+      # The official code would rank NaN scores arbitrarily and count a NaN
+      # tIoU as a match; reject instead.
+      raise ValueError(f"{self.source}: {bad.size} detection(s) with a NaN score "
+                       f"or segment (first: video {self.video_ids[bad[0]]!r}); "
+                       "drop or fix them before evaluating")
+
+  def __len__(self) -> int:
+    return len(self.scores)
+
+
+def detections_from_arrays(video_ids, labels, scores, segments, *,
+                           class_names: Optional[Sequence[str]] = None,
+                           source: str = "<arrays>") -> Detections:
+  """Detections from in-memory arrays.
+
+  video_ids: (N,) str; labels: (N,) class names, or int indices into
+  ``class_names`` (required then: the GT class order is first-appearance,
+  not the dataset's class list); scores: (N,); segments: (N, 2) seconds.
+  """
+  labels = np.asarray(labels)
+  if labels.size and np.issubdtype(labels.dtype, np.integer):
+    if class_names is None:
+      raise ValueError(f"{source}: integer labels need class_names= to map them "
+                       "to class names")
+    labels = np.asarray(class_names, dtype=object)[labels]
+  return Detections(
+      video_ids=np.asarray(video_ids, dtype=object).reshape(-1),
+      labels=np.asarray(labels, dtype=object).reshape(-1),
+      scores=np.asarray(scores, np.float64).reshape(-1),
+      segments=np.asarray(segments, np.float64).reshape(-1, 2),
+      source=source)
+
+
+def detections_from_results(data: Mapping, source: str = "<dict>") -> Detections:
+  """Detections from a parsed ActivityNet result json.
+
+  ``{"version", "results": {vid: [{"label", "score", "segment": [s, e]}]},
+  "external_data"}``; only ``results`` is read (CASE's evaluator copy does not
+  require ``external_data`` either).  Order: videos, then detections, as in
+  the file.
+  """
+  if not isinstance(data, Mapping) or "results" not in data:
+    raise ValueError(f"{source}: not an ActivityNet result json (no 'results' "
+                     "key); expected {'results': {vid: [{'label', 'score', "
+                     "'segment'}]}}")
+  vids, labels, scores, segs = [], [], [], []
+  for vid, dets in data["results"].items():
+    for i, det in enumerate(dets):
+      try:
+        labels.append(det["label"])
+        scores.append(float(det["score"]))
+        segs.append(_checked_segment(det["segment"],
+                                     f"{source}: video {vid!r} detection {i}"))
+      except (KeyError, TypeError) as err:
+        raise ValueError(f"{source}: video {vid!r} detection {i} needs 'label', "
+                         f"'score' and 'segment', got {det!r}") from err
+      vids.append(vid)
+  return detections_from_arrays(vids, np.array(labels, dtype=object), scores,
+                                np.array(segs, np.float64).reshape(-1, 2),
+                                source=source)
+
+
+def load_detections(path: str) -> Detections:
+  """Detections from an ActivityNet result json file (CASE's *_result.json)."""
+  with open(path) as f:
+    data = json.load(f)
+  return detections_from_results(data, source=str(path))
+
+
+# ---------------------------------------------------------------------------
+# Matching and AP.
+# ---------------------------------------------------------------------------
+def segment_tiou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+  """Temporal IoU without the "+1" convention.
+
+  pred: (..., 2); gt: (..., G, 2), broadcast against pred -> (..., G).
+  inter = max(0, min(ends) - max(starts)); union = len_gt + len_pred - inter.
+  Two zero-length segments give NaN (0/0), which the official walk treats as
+  a match because ``NaN < t`` is False; kept for fidelity.
+  """
+  pred = np.asarray(pred, np.float64)[..., None, :]
+  gt = np.asarray(gt, np.float64)
+  inter = np.clip(np.minimum(pred[..., 1], gt[..., 1])
+                  - np.maximum(pred[..., 0], gt[..., 0]), 0, None)
+  union = (gt[..., 1] - gt[..., 0]) + (pred[..., 1] - pred[..., 0]) - inter
+  with np.errstate(divide="ignore", invalid="ignore"):
+    return inter / union
+
+
+def _check_tie_order(tie_order: str) -> None:
+  if tie_order not in TIE_ORDERS:
+    raise ValueError(f"evaluation: tie_order must be one of {TIE_ORDERS}, got "
+                     f"{tie_order!r}")
+
+
+def _descending(values: np.ndarray, tie_order: str) -> np.ndarray:
+  """Indices sorting ``values`` best first, along the last axis.
+
+  'numpy': ``argsort()[::-1]`` with numpy's default (unstable) sort, as the
+  official code does; the order of ties depends on the numpy version and CPU
+  (SIMD sorts).  'stable': descending, ties in input order; NaN (only a 0/0
+  tIoU can be NaN here) first, where the reversed numpy sort puts it too.
+  """
+  if tie_order == "numpy":
+    return np.argsort(values, axis=-1)[..., ::-1]
+  key = np.where(np.isnan(values), -np.inf, -values)
+  return np.argsort(key, axis=-1, kind="stable")
+
+
+def interpolated_average_precision(precision: np.ndarray,
+                                   recall: np.ndarray) -> float:
+  """VOC all-point interpolated AP of one precision/recall curve.
+
+  precision, recall: (n,) in ranking order.  The curve is padded with
+  (recall 0, precision 0) and (recall 1, precision 0), precision is made
+  non-increasing from the right, and AP = sum over recall changes of
+  delta-recall times precision.
+  """
+  prec = np.concatenate([[0.0], precision, [0.0]])
+  rec = np.concatenate([[0.0], recall, [1.0]])
+  prec = np.maximum.accumulate(prec[::-1])[::-1]
+  steps = np.flatnonzero(rec[1:] != rec[:-1]) + 1
+  return float(np.sum((rec[steps] - rec[steps - 1]) * prec[steps]))
+
+
+def _ap_from_hits(hits: np.ndarray, npos: int) -> np.ndarray:
+  """hits: (T, n) bool TP flags in ranking order -> (T,) AP."""
+  tp = np.cumsum(hits, axis=1).astype(np.float64)
+  fp = np.cumsum(~hits, axis=1).astype(np.float64)
+  recall, precision = tp / npos, tp / (tp + fp)
+  return np.array([interpolated_average_precision(precision[t], recall[t])
+                   for t in range(hits.shape[0])])
+
+
+def _class_rankings(det_label: np.ndarray, det_score: np.ndarray,
+                    num_classes: int, tie_order: str) -> list:
+  """Per class: (n_c,) detection indices, best first.
+
+  Scores are ranked in input order within the class (a stable sort on the
+  label keeps it), so ties resolve as the official code's would.
+  """
+  by_class = np.argsort(det_label, kind="stable")
+  ends = np.cumsum(np.bincount(det_label, minlength=num_classes))
+  starts = ends - np.bincount(det_label, minlength=num_classes)
+  rankings = []
+  for start, end in zip(starts, ends):
+    idx = by_class[start:end]
+    rankings.append(idx[_descending(det_score[idx], tie_order)])
+  return rankings
+
+
+def _candidate_windows(gt_key: np.ndarray, gt_seg: np.ndarray,
+                       det_key: np.ndarray, det_seg: np.ndarray,
+                       min_tiou: float, tie_order: str):
+  """Each detection's GT walk, cut to the part that can decide anything.
+
+  gt_key: (M,) int64 (class, video) key per GT; det_key: (N,) key per
+  detection, -1 when its video is not in the GT.  A detection walks the GTs of
+  its (class, video) in descending tIoU order; positions after its last GT
+  with tIoU >= ``min_tiou`` (the loosest threshold) can only stop the walk as
+  a FP, so they are replaced by a -inf stop.
+
+  Returns (det, group, gidx, tiou): (A,) detections with a non-empty window,
+  (A,) their group id, (A, K) GT indices in walk order (padding: M) and
+  (A, K) tIoU in walk order (padding: -inf).
+  """
+  m = len(gt_key)
+  gt_perm = np.argsort(gt_key, kind="stable")   # file order inside a group
+  sorted_key = gt_key[gt_perm]
+  lo = np.searchsorted(sorted_key, det_key, "left")
+  count = np.searchsorted(sorted_key, det_key, "right") - lo
+  count[det_key < 0] = 0
+  parts = []
+  for g in np.unique(count[count > 0]):
+    # Rows of one length: numpy sorts each row of a 2-D argsort exactly as
+    # it would sort that row alone, so tie order matches per-detection calls.
+    det = np.flatnonzero(count == g)
+    gidx = gt_perm[lo[det, None] + np.arange(g)]
+    tiou = segment_tiou(det_seg[det], gt_seg[gidx])
+    walk = _descending(tiou, tie_order)
+    tiou = np.take_along_axis(tiou, walk, 1)
+    gidx = np.take_along_axis(gidx, walk, 1)
+    live = ~(tiou < min_tiou)        # NaN counts as live, as in the walk
+    width = np.where(live.any(1), g - np.argmax(live[:, ::-1], 1), 0)
+    keep = width > 0
+    k = int(width.max(initial=0))
+    cut = np.arange(k) >= width[keep, None]
+    parts.append((det[keep], lo[det[keep]], np.where(cut, m, gidx[keep, :k]),
+                  np.where(cut, -np.inf, tiou[keep, :k])))
+  k = max([p[2].shape[1] for p in parts], default=0)
+  pad = lambda a, v: np.pad(a, ((0, 0), (0, k - a.shape[1])), constant_values=v)
+  return (np.concatenate([p[0] for p in parts] + [np.zeros(0, np.int64)]),
+          np.concatenate([p[1] for p in parts] + [np.zeros(0, np.int64)]),
+          np.concatenate([pad(p[2], m) for p in parts] + [np.zeros((0, k), np.int64)]),
+          np.concatenate([pad(p[3], -np.inf) for p in parts] + [np.zeros((0, k))]))
+
+
+def _greedy_match(group: np.ndarray, rank: np.ndarray, gidx: np.ndarray,
+                  tiou: np.ndarray, thresholds: np.ndarray,
+                  num_gt: int) -> np.ndarray:
+  """TP flags of the official greedy matching, vectorized across groups.
+
+  group, rank: (A,) (class, video) group and rank within the class; gidx,
+  tiou: (A, K) walk windows.  Groups share no GT, so the j-th best detection
+  of every group is matched in one vectorized turn; turns run in rank order.
+  Per threshold t a walk stops as FP at tIoU < t, skips GTs already taken at
+  t, and takes (TP) the first free GT; an exhausted walk is FP.
+  Returns (T, A) bool.
+  """
+  n, t_count = len(group), len(thresholds)
+  order = np.lexsort((rank, group))
+  first = np.searchsorted(group[order], group[order], "left")
+  turn = np.arange(n) - first
+  by_turn = order[np.argsort(turn, kind="stable")]
+  bounds = np.searchsorted(np.sort(turn), np.arange(turn.max(initial=-1) + 2))
+  taken = np.zeros((t_count, num_gt + 1), bool)   # column num_gt: padding
+  hits = np.zeros((t_count, n), bool)
+  thr = thresholds[:, None, None]
+  for j in range(len(bounds) - 1):
+    det = by_turn[bounds[j]:bounds[j + 1]]
+    walk = gidx[det]                                      # (D, K)
+    stop = tiou[det][None] < thr                          # (T, D, K)
+    take = ~stop & ~taken[:, walk]
+    decided = np.argmax(stop | take, axis=-1)             # (T, D)
+    hit = np.take_along_axis(take, decided[..., None], -1)[..., 0]
+    ti, di = np.nonzero(hit)
+    taken[ti, walk[di, decided[ti, di]]] = True
+    hits[:, det] = hit
+  return hits
+
+
+def _check_thresholds(tiou_thresholds) -> np.ndarray:
+  thr = np.atleast_1d(np.asarray(tiou_thresholds, np.float64))
+  if thr.ndim != 1 or thr.size == 0 or not np.all(np.isfinite(thr)):
+    raise ValueError(f"evaluation: tiou_thresholds must be a non-empty 1-D list "
+                     f"of finite numbers, got {tiou_thresholds!r}")
+  return thr
+
+
+def _average_precisions(gt_video, gt_label, gt_seg, num_videos, det_video,
+                        det_label, det_score, det_seg, num_classes,
+                        thresholds, tie_order) -> np.ndarray:
+  """(T, C) AP from index arrays.
+
+  gt_video, gt_label: (M,) int64; gt_seg: (M, 2); det_video: (N,) int64,
+  -1 for videos outside the GT subset (every such detection is a FP);
+  det_label: (N,) int64 in [0, C); det_score: (N,); det_seg: (N, 2).
+  """
+  thresholds = _check_thresholds(thresholds)
+  _check_tie_order(tie_order)
+  rankings = _class_rankings(det_label, det_score, num_classes, tie_order)
+  rank = np.empty(len(det_score), np.int64)
+  for idx in rankings:
+    rank[idx] = np.arange(len(idx))
+  gt_key = gt_label * num_videos + gt_video
+  det_key = np.where(det_video >= 0, det_label * num_videos + det_video, -1)
+  det, group, gidx, tiou = _candidate_windows(gt_key, gt_seg, det_key, det_seg,
+                                              thresholds.min(), tie_order)
+  hits = np.zeros((len(thresholds), len(det_score)), bool)
+  hits[:, det] = _greedy_match(group, rank[det], gidx, tiou, thresholds,
+                               len(gt_key))
+  npos = np.bincount(gt_label, minlength=num_classes)
+  ap = np.zeros((len(thresholds), num_classes))
+  for c, idx in enumerate(rankings):
+    if len(idx) and npos[c]:       # no predictions: AP 0 (official since 2018)
+      ap[:, c] = _ap_from_hits(hits[:, idx], npos[c])
+  return ap
+
+
+def average_precision_detection(gt_videos, gt_segments, det_videos, det_scores,
+                                det_segments, tiou_thresholds=THUMOS_TIOUS, *,
+                                tie_order: str = "numpy") -> np.ndarray:
+  """AP of one class at each tIoU threshold, as the official per-class routine.
+
+  gt_videos: (M,) video ids (any hashable) of the class's GT instances;
+  gt_segments: (M, 2) seconds; det_videos: (N,) ids; det_scores: (N,);
+  det_segments: (N, 2) seconds; tiou_thresholds: (T,).  Returns (T,) float64.
+
+  Algorithm: rank detections by score; for each threshold t and detection in
+  rank order, walk the GTs of its video in descending tIoU: tIoU < t -> FP
+  and stop; GT already matched at t -> next GT; else TP, the GT is matched,
+  stop; walk exhausted (or no GT in the video) -> FP.  AP is the VOC
+  all-point interpolated area under the precision/recall curve, recall over
+  npos = M.  No detections -> AP 0.
+
+  tie_order='numpy' (default) ranks scores and GT walks with
+  ``np.argsort(x)[::-1]`` and numpy's default unstable sort, exactly as the
+  official code does with the installed numpy; equal scores (and equal tIoU)
+  are then ordered by the sort implementation, which changed between numpy
+  1.23 and 2.x and with SIMD support of the CPU, so tied inputs can score
+  differently across installs.  tie_order='stable' is version-independent:
+  descending, ties in input order (detections in input order; GTs in input
+  order, i.e. the earlier instance is tried first).
+  """
+  gt_seg = np.asarray(gt_segments, np.float64).reshape(-1, 2)
+  det_seg = np.asarray(det_segments, np.float64).reshape(-1, 2)
+  det_score = np.asarray(det_scores, np.float64).reshape(-1)
+  if np.isnan(det_score).any() or np.isnan(det_seg).any() or np.isnan(gt_seg).any():
+    raise ValueError("evaluation.average_precision_detection: NaN in scores or "
+                     "segments; drop or fix those entries")
+  names = {v: i for i, v in enumerate(dict.fromkeys(list(gt_videos)))}
+  gt_video = np.array([names[v] for v in gt_videos], np.int64).reshape(-1)
+  det_video = np.array([names.get(v, -1) for v in det_videos], np.int64).reshape(-1)
+  if not (len(gt_video) == len(gt_seg) and len(det_video) == len(det_score)
+          == len(det_seg)):
+    raise ValueError("evaluation.average_precision_detection: gt_videos and "
+                     "gt_segments, and det_videos, det_scores and det_segments "
+                     "must have matching lengths")
+  if len(gt_video) == 0:
+    raise ValueError("evaluation.average_precision_detection: no GT instances "
+                     "(npos = 0); AP is undefined")
+  ap = _average_precisions(gt_video, np.zeros_like(gt_video), gt_seg,
+                           max(len(names), 1), det_video,
+                           np.zeros_like(det_video), det_score, det_seg, 1,
+                           tiou_thresholds, tie_order)
+  return ap[:, 0]
+
+
+# ---------------------------------------------------------------------------
+# Whole-dataset evaluation.
+# ---------------------------------------------------------------------------
+def _label_indices(gt: GroundTruth, dets: Detections) -> np.ndarray:
+  """(N,) class index of each detection; unknown names raise ValueError."""
+  index = {name: i for i, name in enumerate(gt.class_names)}
+  names, inverse = np.unique(dets.labels.astype(str), return_inverse=True)
+  unknown = [str(n) for n in names if n not in index]
+  if unknown:
+    raise ValueError(
+        f"{dets.source}: prediction label {unknown[0]!r} is not a class of the "
+        f"{gt.subset!r} subset of {gt.source} (unknown labels: {unknown}; GT "
+        f"classes: {list(gt.class_names)}). Fix the labels or evaluate against "
+        "the matching ground truth and subset.")
+  return np.array([index[n] for n in names], np.int64)[inverse].reshape(-1)
+
+
+def _video_indices(gt: GroundTruth, dets: Detections) -> np.ndarray:
+  """(N,) GT video index of each detection, -1 when not in the GT subset."""
+  index = {vid: i for i, vid in enumerate(gt.video_ids)}
+  names, inverse = np.unique(dets.video_ids.astype(str), return_inverse=True)
+  return np.array([index.get(n, -1) for n in names], np.int64)[inverse].reshape(-1)
+
+
+def _summaries(thresholds: np.ndarray, mean_ap: np.ndarray) -> dict:
+  """THUMOS / ActivityNet averages whose grid was evaluated in full."""
+  out = {}
+  for name, lo, hi, step in _SUMMARIES:
+    grid = np.linspace(lo, hi, int(round((hi - lo) / step)) + 1)
+    hit = np.isclose(thresholds[:, None], grid[None], atol=1e-9)
+    if hit.any(0).all():
+      out[name] = float(mean_ap[hit.any(1)].mean())
+  return out
+
+
+def evaluate_detections(gt: Union[GroundTruth, str],
+                        detections: Union[Detections, Mapping, str],
+                        tiou_thresholds=THUMOS_TIOUS, *,
+                        tie_order: str = "numpy") -> dict:
+  """Detection mAP of the official ActivityNet protocol.
+
+  gt: GroundTruth or a path (gt.json, subset 'test'; or W-TALC directory);
+  detections: Detections, a parsed result json, or its path;
+  tiou_thresholds: (T,), default THUMOS 0.1:0.1:0.7; tie_order: see
+  average_precision_detection.
+
+  A label that is not a class of the GT subset raises ValueError (official:
+  KeyError).  Detections of videos outside the GT subset are FPs of their
+  class (the official code finds no GT for them); GT of videos without
+  detections are misses.
+
+  Returns a dict: ``tiou_thresholds`` (T,), ``class_names`` (C,), ``ap``
+  (T, C), ``map`` (T,) mean over the C classes of the GT subset,
+  ``average_map`` (mean of ``map``), ``summary`` {name: mAP} for the THUMOS
+  averages AVG(0.1:0.5), AVG(0.3:0.7), AVG(0.1:0.7) and ActivityNet
+  AVG(0.5:0.95) whose thresholds were all evaluated, ``num_gt`` (C,),
+  ``num_detections`` (C,), ``tie_order``, ``subset``.  Values are fractions.
+  """
+  if isinstance(gt, (str, os.PathLike)):
+    gt = load_ground_truth(os.fspath(gt))
+  if isinstance(detections, (str, os.PathLike)):
+    detections = load_detections(os.fspath(detections))
+  elif isinstance(detections, Mapping):
+    detections = detections_from_results(detections)
+  thresholds = _check_thresholds(tiou_thresholds)
+  det_label = _label_indices(gt, detections)
+  ap = _average_precisions(
+      gt.video, gt.label, gt.segments, max(len(gt.video_ids), 1),
+      _video_indices(gt, detections), det_label, detections.scores,
+      detections.segments, gt.num_classes, thresholds, tie_order)
+  mean_ap = ap.mean(1) if gt.num_classes else np.zeros(len(thresholds))
+  return {
+      "tiou_thresholds": thresholds,
+      "class_names": list(gt.class_names),
+      "ap": ap,
+      "map": mean_ap,
+      "average_map": float(mean_ap.mean()),
+      "summary": _summaries(thresholds, mean_ap),
+      "num_gt": gt.num_instances(),
+      "num_detections": np.bincount(det_label, minlength=gt.num_classes),
+      "tie_order": tie_order,
+      "subset": gt.subset,
+  }
+
+
+def _threshold_text(t: float) -> str:
+  return f"{t:.2f}" if abs(t - round(t, 2)) < 1e-9 else f"{t:.3f}"
+
+
+def format_map_table(result: Mapping, per_class: bool = False) -> str:
+  """Text table of an evaluate_detections result, values in percent.
+
+  Rows: tIoU, mAP (%), then the summaries and the average over all
+  thresholds; with per_class, one AP (%) row per class after them.
+  """
+  thr = result["tiou_thresholds"]
+  head = "tIoU"
+  width = max(len(head), *(len(k) for k in result["summary"]), len("average mAP (%)"),
+              *((len(c) for c in result["class_names"]) if per_class else [0]))
+  cells = [f"{_threshold_text(t):>7}" for t in thr]
+  lines = [f"{head:<{width}}" + "".join(cells),
+           f"{'mAP (%)':<{width}}" + "".join(f"{100 * v:7.2f}" for v in result["map"])]
+  for name, value in result["summary"].items():
+    lines.append(f"{name:<{width}}{100 * value:7.2f}")
+  lines.append(f"{'average mAP (%)':<{width}}{100 * result['average_map']:7.2f}")
+  if per_class:
+    lines.append("AP (%) per class:")
+    ap = np.asarray(result["ap"])
+    for c, name in enumerate(result["class_names"]):
+      lines.append(f"{name:<{width}}" + "".join(f"{100 * v:7.2f}" for v in ap[:, c]))
+  return "\n".join(lines)
+
+
+def result_to_json(result: Mapping) -> dict:
+  """evaluate_detections result with arrays as lists (for json.dump)."""
+  return {k: (v.tolist() if isinstance(v, np.ndarray) else v)
+          for k, v in result.items()}
+
+
+# ---------------------------------------------------------------------------
+# CLI.
+# ---------------------------------------------------------------------------
+def parse_tiou(text: str) -> np.ndarray:
+  """'a:b:n' -> np.linspace(a, b, n); a single number -> [a]."""
+  parts = text.split(":")
+  try:
+    if len(parts) == 1:
+      return np.array([float(parts[0])])
+    if len(parts) == 3:
+      return np.linspace(float(parts[0]), float(parts[1]), int(parts[2]))
+  except ValueError:
+    pass
+  raise argparse.ArgumentTypeError(
+      f"--tiou {text!r}: expected FIRST:LAST:COUNT (np.linspace), e.g. "
+      "0.1:0.7:7 for THUMOS or 0.5:0.95:10 for ActivityNet")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+  parser = argparse.ArgumentParser(
+      prog="python -m case_jax.evaluation",
+      description="Detection mAP (official ActivityNet protocol) of a result "
+                  "json against a gt.json or W-TALC annotation directory.")
+  parser.add_argument("gt", help="gt.json (ActivityNet format) or a W-TALC "
+                                 "annotation directory")
+  parser.add_argument("detections", help="result json {'results': {vid: [...]}}")
+  parser.add_argument("--subset", default="test",
+                      help="GT subset to evaluate on (default: test)")
+  parser.add_argument("--tiou", type=parse_tiou, default=THUMOS_TIOUS,
+                      help="thresholds FIRST:LAST:COUNT (default 0.1:0.7:7)")
+  parser.add_argument("--tie-order", choices=TIE_ORDERS, default="numpy",
+                      help="numpy: as the official code with this numpy; "
+                           "stable: version-independent (ties in input order)")
+  parser.add_argument("--split", help="split file (one video id per line) to "
+                                      "check against the GT subset")
+  parser.add_argument("--json", help="also write the result to this json file")
+  parser.add_argument("--per-class", action="store_true",
+                      help="also print the AP of each class")
+  args = parser.parse_args(argv)
+  gt = load_ground_truth(args.gt, args.subset)
+  if args.split:
+    check_split(gt, read_split_file(args.split), name=args.split)
+  result = evaluate_detections(gt, load_detections(args.detections), args.tiou,
+                               tie_order=args.tie_order)
+  print(f"{len(gt.video_ids)} {gt.subset!r} videos, {len(gt.video)} instances, "
+        f"{gt.num_classes} classes; {int(result['num_detections'].sum())} "
+        f"detections; tie order {args.tie_order}")
+  print(format_map_table(result, per_class=args.per_class))
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"gt": args.gt, "detections": args.detections,
+                 **result_to_json(result)}, f, indent=1)
+  return result
+
+
+if __name__ == "__main__":
+  main()
