@@ -111,6 +111,28 @@ def base_config() -> ml_collections.ConfigDict:
                                   # released (1/5 with CAT: its 5-term fusion;
                                   # 1/3 without); paper E.3: w = 0.25
   c.inference.batch_size = 16     # test videos per jit call (padded)
+  c.inference.topk_divisor = 8    # video scores: top T//8 on S (notes §3.3)
+  c.inference.class_threshold = 0.25  # notes §3.4 (THUMOS)
+  c.inference.scale = 24          # upsampling factor (notes §3.5)
+  c.inference.thresholds = "released"  # np.arange(0.1, 1.0, 0.1) as is (notes §3.6)
+  # Outer-inner-contrastive score = inner - outer + video_weight * video score,
+  # outer margin = outer_ratio * length.  The released call passes its "gamma"
+  # (0.15) positionally into the outer ratio, so its effective values are
+  # outer_ratio = 0.15 and video_weight = 0.2 (notes §3.7).
+  c.inference.outer_ratio = 0.15
+  c.inference.video_weight = 0.2
+  c.inference.nms = "soft_released"  # "soft_released" (decay once, keep all,
+                                  # "+1" IoU) | "hard" | "none"
+  c.inference.nms_iou = 0.4       # notes §2.1 nms_thresh
+  c.inference.nms_sigma = 0.35    # notes §2.1 nms_alpha
+  c.inference.max_detections = ml_collections.FieldReference(None, field_type=int)
+  # Evaluation (official ActivityNet protocol, notes §5).
+  c.eval = ml_collections.ConfigDict()
+  c.eval.tiou_thresholds = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # THUMOS
+  c.eval.gt_subset = "test"
+  c.eval.tie_order = "numpy"      # "numpy" (the installed numpy's argsort, as
+                                  # the official code) | "stable"
+  c.eval.num_plots = 4            # per-video SVG timelines written by evaluate
   return c
 
 

@@ -103,3 +103,45 @@ def score_batch(model, params, q_r, rgb, flow, *, omega, fg_score, k):
   return (scores, video_scores(out, scores, k),
           foreground_scores(out, q_r, "attention"),
           foreground_scores(out, q_r, fg_score))
+
+
+def _thresholds(inf_cfg):
+  import numpy as np
+  if inf_cfg.thresholds == "released":
+    return np.arange(0.1, 1.0, 0.1)   # float values as they are, like released
+  return np.asarray(inf_cfg.thresholds, np.float64)
+
+
+def detect_dataset(dataset, model, params, q_r, cfg, *, keep_scores: bool = False):
+  """Detections for every video of ``dataset`` (uniform sampling to T).
+
+  Returns (detections {video_id: [{"label": int, "score", "segment"}]},
+  foreground {video_id: (T,) scores} if keep_scores else {}).
+  """
+  import numpy as np
+  from case_jax import data as data_lib
+  from case_jax import detection
+
+  inf = cfg.inference
+  t = cfg.data.num_segments
+  fg_score = inf.fg_score if inf.cat else "attention"
+  omega = inference_omega(inf)
+  k = max(1, t // inf.topk_divisor)
+  dets, fgs = {}, {}
+  for batch in data_lib.eval_batches(dataset, num_segments=t,
+                                     batch_size=inf.batch_size, pad_last=True):
+    s, v, _, fg = jax.device_get(score_batch(
+        model, params, q_r, batch["rgb"], batch["flow"], omega=omega,
+        fg_score=fg_score, k=k))
+    for i in np.flatnonzero(batch["valid"]):
+      vid = str(batch["video_ids"][i])
+      dets[vid] = detection.detect_video(
+          s[i], v[i], int(batch["lengths"][i]), class_threshold=inf.class_threshold,
+          scale=inf.scale, thresholds=_thresholds(inf), num_segments=t,
+          fps=cfg.data.fps, snippet_frames=cfg.data.snippet_frames,
+          outer_ratio=inf.outer_ratio, video_weight=inf.video_weight, nms=inf.nms,
+          iou_threshold=inf.nms_iou, sigma=inf.nms_sigma,
+          max_detections=inf.max_detections)
+      if keep_scores:
+        fgs[vid] = fg[i]
+  return dets, fgs

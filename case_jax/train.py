@@ -231,10 +231,14 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *,
   stream = stream or sys.stdout
 
   # ---- Data ------------------------------------------------------------------
+  root = None
   if train_set is None:
-    train_set = data_lib.WTALDataset(resolve_data_root(cfg, workdir), "train")
+    root = resolve_data_root(cfg, workdir)
+    train_set = data_lib.WTALDataset(root, "train")
   record = train_set[0]
   num_classes = len(train_set.classes)
+  evaluator = _Evaluator.maybe(cfg, root, train_set, stream)
+  _write_run_info(workdir, train_set)
 
   # ---- Model, optimiser, state -----------------------------------------------
   model = model_lib.from_config(cfg.model, num_classes)
@@ -272,13 +276,94 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *,
       progress.update(done, metrics)
       if done % cfg.checkpoint_every == 0 and done < cfg.num_steps:
         manager.save(unreplicate(rstate), meta=_meta(cfg, done))
+      if (evaluator and cfg.eval_every and done % cfg.eval_every == 0
+          and done < cfg.num_steps):
+        evaluator.run(model, unreplicate(rstate), done, log)
 
-  # ---- Final save ----------------------------------------------------------------
+  # ---- Final save and evaluation -------------------------------------------------
   final = unreplicate(rstate)
   manager.save(final, meta=_meta(cfg, int(final.step)))
   manager.wait()
-  return {"state": final, "metrics": metrics, "workdir": workdir,
-          "classes": list(train_set.classes), "model": model}
+  summary = {"state": final, "metrics": metrics, "workdir": workdir,
+             "classes": list(train_set.classes), "model": model}
+  if evaluator:
+    with open(log_path, "a") as log:
+      final_eval = evaluator.run(model, final, int(final.step), log, final=True)
+    summary["eval"] = final_eval
+    summary["metrics"] = {**metrics, **final_eval["scalars"]}
+    evaluator.report(workdir, final_eval, int(final.step))
+  try:
+    from case_jax import plots
+    plots.training_curves(log_path, os.path.join(workdir, "training_curves.svg"))
+  except (OSError, ValueError) as e:  # plots are a convenience, never fatal
+    stream.write(f"(training curves not plotted: {e})\n")
+  return summary
+
+
+class _Evaluator:
+  """Test-set evaluation during and after training (mAP, F&B accuracy)."""
+
+  def __init__(self, cfg, root, test_set, gt, stream):
+    self.cfg, self.root, self.test_set, self.gt = cfg, root, test_set, gt
+    self.stream = stream
+    self.best = None   # (mAP, step): test-set model selection, as released
+
+  @classmethod
+  def maybe(cls, cfg, root, train_set, stream):
+    from case_jax import data as data_lib
+    from case_jax import report
+    if root is None or not cfg.eval_every:
+      return None
+    if not os.path.exists(os.path.join(root, "split_test.txt")):
+      stream.write(f"No test split in {root}: training without evaluation.\n")
+      return None
+    test_set = data_lib.WTALDataset(root, "test", classes=train_set.classes)
+    return cls(cfg, root, test_set, report.load_test_ground_truth(root, cfg), stream)
+
+  def run(self, model, state, step, log, final=False):
+    from case_jax import inference, report
+    out = report.evaluate_state(self.test_set, model, state.params, state.q_r,
+                                self.cfg, self.gt, keep_scores=final)
+    scalars = report.scalar_metrics(out["result"])
+    how = self.cfg.inference.fg_score if self.cfg.inference.cat else "attention"
+    scalars["test_fb_acc"] = inference.dataset_fb_accuracy(
+        self.test_set, model, state.params, state.q_r,
+        num_segments=self.cfg.data.num_segments, how=how)
+    if self.best is None or scalars["mAP"] > self.best[0]:
+      self.best = (scalars["mAP"], step)
+    log.write(json.dumps({"step": step, **scalars}) + "\n")
+    log.flush()
+    if not final:
+      self.stream.write(f"\n  eval @ {step}: mAP {100 * scalars['mAP']:.2f}  "
+                        f"F&B acc {100 * scalars['test_fb_acc']:.2f}\n")
+    out["scalars"] = scalars
+    return out
+
+  def report(self, workdir, final_eval, step):
+    from case_jax import evaluation, report
+    extra = {"step": step, "test_fb_acc": final_eval["scalars"]["test_fb_acc"],
+             "best_test_selected": {"mAP": self.best[0], "step": self.best[1]}}
+    paths = report.write_outputs(os.path.join(workdir, "eval"), final_eval,
+                                 self.test_set, self.cfg, extra)
+    self.stream.write(
+        f"\nDetection mAP of the final checkpoint (step {step}), "
+        f"{len(self.test_set)} test videos:\n"
+        + evaluation.format_map_table(final_eval["result"]) + "\n"
+        f"F&B snippet accuracy: {100 * final_eval['scalars']['test_fb_acc']:.2f}%\n"
+        f"Best of the evaluations during training (test-set model selection, as "
+        f"the released code reports): mAP {100 * self.best[0]:.2f} at step "
+        f"{self.best[1]}\n"
+        f"Wrote {paths['detections']}, detections.csv, metrics.json and "
+        f"{len(paths.get('plots', []))} timeline plots in {os.path.dirname(paths['metrics'])}\n")
+
+
+def _write_run_info(workdir: str, train_set) -> None:
+  """What --mode=evaluate/predict need to rebuild the model: classes, dims."""
+  rec = train_set[0]
+  info = {"classes": list(train_set.classes), "rgb_dim": int(rec.rgb.shape[1]),
+          "flow_dim": int(rec.flow.shape[1])}
+  with open(os.path.join(workdir, "run.json"), "w") as f:
+    json.dump(info, f, indent=2)
 
 
 def _meta(cfg, step: int) -> dict:

@@ -21,6 +21,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.model.num_clusters = 64       # K^C (paper E.3)
   c.eval_every = 200              # notes §9 (SAL_ActivityNet tests every 200 steps)
   c.num_steps = 6000              # not stated by the paper; a plausible budget
+  c.inference.topk_divisor = 2    # same k as training
+  c.inference.class_threshold = 0.1  # notes §9 (SAL_ActivityNet)
+  c.inference.nms_iou = 0.7       # notes §9
+  c.eval.tiou_thresholds = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+  c.eval.gt_subset = "validation"  # ActivityNet evaluates on its validation set
   if arg == "paper":
     defaults.paper_variant(c)
   elif arg == "runlocal":

@@ -1,0 +1,94 @@
+"""Evaluation runs: a model state -> detections -> mAP -> files on disk.
+
+``evaluate_state`` is what training calls every ``eval_every`` steps and at
+the end, and what ``--mode=evaluate`` calls on a checkpoint; the two therefore
+give identical numbers.  ``write_outputs`` writes ``<dir>/detections.json``
+(ActivityNet result format), ``detections.csv``, ``metrics.json`` and SVG plots.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import numpy as np
+
+from case_jax import detection, evaluation, inference, plots
+
+
+def load_test_ground_truth(root: str, cfg) -> evaluation.GroundTruth:
+  path = os.path.join(root, "gt.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} is missing: evaluation needs the ground "
+                            "truth gt.json next to the split files.")
+  return evaluation.load_gt_json(path, subset=cfg.eval.gt_subset)
+
+
+def evaluate_state(test_set, model, params, q_r, cfg, gt, *,
+                   keep_scores: bool = False) -> dict:
+  """Detects on ``test_set`` and evaluates against ``gt``.
+
+  Returns {"result": evaluate_detections output, "detections": by video
+  (labels as class names), "fg": foreground scores by video (if kept)}.
+  """
+  dets, fg = inference.detect_dataset(test_set, model, params, q_r, cfg,
+                                      keep_scores=keep_scores)
+  names = list(test_set.classes)
+  named = {vid: [dict(d, label=names[d["label"]]) for d in ds]
+           for vid, ds in dets.items()}
+  results = detection.to_result_json(dets, names)
+  found = evaluation.detections_from_results(results, source="<model detections>")
+  result = evaluation.evaluate_detections(
+      gt, found, np.asarray(cfg.eval.tiou_thresholds, np.float64),
+      tie_order=cfg.eval.tie_order)
+  return {"result": result, "detections": named, "raw": dets, "fg": fg,
+          "class_names": names}
+
+
+def scalar_metrics(result: dict, prefix: str = "") -> dict:
+  """mAP per threshold and the summaries as flat floats (for metrics.jsonl)."""
+  out = {f"{prefix}mAP": float(result["average_map"])}
+  for t, v in zip(result["tiou_thresholds"], result["map"]):
+    out[f"{prefix}mAP@{float(t):.2f}"] = float(v)
+  for name, v in result["summary"].items():
+    out[f"{prefix}{name}"] = float(v)
+  return out
+
+
+def write_outputs(out_dir: str, evaluated: dict, test_set=None, cfg=None,
+                  extra: Optional[dict] = None) -> dict:
+  """Writes detections.json/.csv, metrics.json and per-video SVG timelines."""
+  os.makedirs(out_dir, exist_ok=True)
+  detection.write_results(os.path.join(out_dir, "detections.json"),
+                          os.path.join(out_dir, "detections.csv"),
+                          evaluated["raw"], evaluated["class_names"])
+  metrics = evaluation.result_to_json(evaluated["result"]) if evaluated.get("result") else {}
+  if extra:
+    metrics.update(extra)
+  tmp = os.path.join(out_dir, f".metrics.json.tmp{os.getpid()}")
+  with open(tmp, "w") as f:
+    json.dump(metrics, f, indent=2)
+  os.replace(tmp, os.path.join(out_dir, "metrics.json"))
+  paths = {"detections": os.path.join(out_dir, "detections.json"),
+           "metrics": os.path.join(out_dir, "metrics.json")}
+  if test_set is not None and evaluated.get("fg") and cfg is not None:
+    paths["plots"] = _timelines(out_dir, evaluated, test_set, cfg)
+  return paths
+
+
+def _timelines(out_dir, evaluated, test_set, cfg):
+  """Timelines for the first ``cfg.eval.num_plots`` test videos."""
+  written = []
+  for i in range(min(cfg.eval.num_plots, len(test_set))):
+    rec = test_set[i]
+    fg = evaluated["fg"].get(rec.video_id)
+    if fg is None:
+      continue
+    # Uniform sampling to T: each score stands for length/T snippets.
+    sec = rec.seconds_per_snippet * rec.num_snippets / len(fg)
+    gt = [(s.start_s, s.end_s, s.class_index) for s in rec.segments]
+    written.append(plots.video_timeline(
+        os.path.join(out_dir, f"timeline_{rec.video_id}.svg"), rec.video_id, fg,
+        sec, gt, evaluated["detections"].get(rec.video_id, []),
+        evaluated["class_names"]))
+  return written
