@@ -33,7 +33,7 @@ bench-quick: $(VENV)/.installed-bench
 DEMO_DIR ?= demo_out
 
 # Trains CASE on the built-in synthetic dataset (generated into $(DEMO_DIR)).
-# Detection, the mAP table, detections and plots arrive with issue #4.
+# Train, detect, evaluate (mAP table), write detections and SVG plots.
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
 	$(PY) -m case_jax.main --config=configs/synthetic.py --workdir=$(DEMO_DIR)

@@ -7,14 +7,20 @@ Variants:  --config=configs/thumos14.py:paper (the paper's values where it and
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from case_jax import train
+from case_jax import runs, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a configs/<dataset>.py.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Checkpoints, metrics and outputs go here; "
                     "an existing checkpoint is resumed.")
-flags.DEFINE_enum("mode", "train", ["train"], "What to run.")
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict"],
+                  "train: train (and evaluate) into --workdir; evaluate: the "
+                  "latest checkpoint in --workdir on the test split -> "
+                  "<workdir>/eval/; predict: detections for --features -> "
+                  "<workdir>/predict/.")
+flags.DEFINE_string("features", None, "--mode=predict: a folder with "
+                    "rgb/<video>.npy and flow/<video>.npy (n, D) feature files.")
 flags.DEFINE_bool("verbose", False, "Show library INFO logs (Orbax, JAX).")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -24,7 +30,14 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS.verbose:  # Orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
-  train.train(FLAGS.config, FLAGS.workdir)
+  if FLAGS.mode == "train":
+    train.train(FLAGS.config, FLAGS.workdir)
+  elif FLAGS.mode == "evaluate":
+    runs.evaluate(FLAGS.config, FLAGS.workdir)
+  else:
+    if not FLAGS.features:
+      raise app.UsageError("--mode=predict needs --features=DIR")
+    runs.predict(FLAGS.config, FLAGS.workdir, FLAGS.features)
 
 
 if __name__ == "__main__":
