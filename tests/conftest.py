@@ -8,3 +8,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              " --xla_force_host_platform_device_count=4").strip()
+
+# The real THUMOS14 annotations live in ../shared/data next to the checkout
+# (CI clones the repo with shared/ beside it); tests that need them skip
+# when it is absent.
+SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..",
+                                            "shared", "data"))

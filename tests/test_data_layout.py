@@ -13,7 +13,8 @@ from case_jax.data import (THUMOS14_CLASSES, LayoutError, LayoutWarning,
 from case_jax.data.synthetic import class_names
 from case_jax.data.thumos_layout import classes_from_gt
 
-REAL_GT = "/work/shared/data/thumos14_acmnet_gt/gt.json"
+from tests.conftest import SHARED_DATA
+REAL_GT = os.path.join(SHARED_DATA, "thumos14_acmnet_gt", "gt.json")
 needs_real_gt = pytest.mark.skipif(not os.path.isfile(REAL_GT),
                                    reason="real THUMOS14 gt.json not present")
 

@@ -11,7 +11,8 @@ import pytest
 from case_jax.data import WTALDataset, write_synthetic_thumos
 from case_jax.data import synthetic
 
-REAL_GT = "/work/shared/data/thumos14_acmnet_gt/gt.json"
+from tests.conftest import SHARED_DATA
+REAL_GT = os.path.join(SHARED_DATA, "thumos14_acmnet_gt", "gt.json")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 5
 

@@ -15,7 +15,7 @@ import pytest
 
 from case_jax import evaluation as ev
 
-DATA = "/work/shared/data"
+from tests.conftest import SHARED_DATA as DATA
 GT_JSON = os.path.join(DATA, "thumos14_acmnet_gt", "gt.json")
 WTALC_DIR = os.path.join(DATA, "thumos14_wtalc_annotations")
 
