@@ -3,9 +3,10 @@
     python -m benchmarks.case_vs_baseline [--seeds 0 1 2] [--steps N] [--json PATH]
 
 Trains each variant with the synthetic config (data seed fixed, run seed
-varied) and reports the test-split F&B snippet accuracy (Table 2 "ACC") with
-the attention P^A and, for CASE, the clustering-assisted P-ddot^A.  The mAP
-column arrives with the evaluation issue (#4).
+varied) and reports, on the test split of the final checkpoint: detection mAP
+(official protocol), the F&B snippet accuracy (Table 2 "ACC", threshold 0.5)
+with the attention P^A and with the clustering-assisted P-ddot^A, and the
+threshold-free ROC AUC of the inference foreground score.
 """
 import argparse
 import importlib.util
@@ -32,6 +33,27 @@ def load_config(path):
   return module.get_config()
 
 
+def fb_auc(test, model, state, cfg):
+  """Threshold-free F&B separation: ROC AUC of the inference foreground score
+  (P-ddot^A with CAT, else P^A) against the ground-truth snippet mask."""
+  from case_jax import data as data_lib
+  how = cfg.inference.fg_score if cfg.inference.cat else "attention"
+  scores, labels = [], []
+  for batch in data_lib.eval_batches(test, num_segments=cfg.data.num_segments,
+                                     batch_size=32, pad_last=True):
+    out = inference.forward(model, state.params, batch["rgb"], batch["flow"])
+    s = np.asarray(inference.foreground_scores(out, state.q_r, how))
+    keep = batch["valid"][:, None] & (batch["fg_mask"] >= 0)
+    scores.append(s[keep])
+    labels.append(batch["fg_mask"][keep] > 0)
+  s, y = np.concatenate(scores), np.concatenate(labels)
+  ranks = np.empty(len(s))
+  order = np.argsort(s, kind="stable")
+  ranks[order] = np.arange(1, len(s) + 1)
+  n_pos, n_neg = y.sum(), (~y).sum()
+  return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / max(n_pos * n_neg, 1))
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -47,6 +69,7 @@ def main(argv=None):
         cfg = ablations.apply(load_config(cfg_path), row)
         cfg.seed = seed
         cfg.data.root = os.path.join(tmp, "data")   # shared, generated once
+        cfg.eval_every = 0   # only the final evaluation
         if args.steps:
           cfg.num_steps = args.steps
         t0 = time.time()
@@ -58,21 +81,26 @@ def main(argv=None):
             test, res["model"], st.params, st.q_r,
             num_segments=cfg.data.num_segments, how=how)
             for how in ("attention", "fused")}
+        acc["auc"] = fb_auc(test, res["model"], st, cfg)
+        m = res["metrics"]
         rows.append({"variant": name, "row": row, "seed": seed,
                      "acc_attention": acc["attention"], "acc_fused": acc["fused"],
-                     "train_fb_acc_last": res["metrics"].get("fb_acc"),
+                     "auc": acc["auc"], "mAP": m["mAP"],
+                     "mAP@0.5": m["mAP@0.50"], "AVG(0.1:0.5)": m["AVG(0.1:0.5)"],
                      "seconds": time.time() - t0, "steps": cfg.num_steps})
-        print(f"{name:28s} seed {seed}: ACC(P^A) {acc['attention']:.4f}  "
-              f"ACC(P-ddot^A) {acc['fused']:.4f}  ({time.time() - t0:.0f} s)",
-              flush=True)
-  print("\n| variant | ACC P^A (mean ± std) | ACC P̈^A (mean ± std) | seeds |")
-  print("|---|---|---|---|")
+        print(f"{name:28s} seed {seed}: mAP {100 * m['mAP']:.2f}  ACC(P^A) "
+              f"{acc['attention']:.4f}  ACC(P-ddot^A) {acc['fused']:.4f}  "
+              f"F&B AUC {acc['auc']:.4f}  ({time.time() - t0:.0f} s)", flush=True)
+  print("\n| variant | mAP AVG(0.1:0.7) | mAP@0.5 | ACC P^A | ACC P̈^A | F&B AUC | seeds |")
+  print("|---|---|---|---|---|---|---|")
   for name in VARIANTS:
     r = [x for x in rows if x["variant"] == name]
-    a = np.array([x["acc_attention"] for x in r]) * 100
-    f = np.array([x["acc_fused"] for x in r]) * 100
-    print(f"| {name} | {a.mean():.1f} ± {a.std():.1f} | {f.mean():.1f} ± {f.std():.1f} "
-          f"| {len(r)} |")
+    cells = []
+    for key, scale in (("mAP", 100), ("mAP@0.5", 100), ("acc_attention", 100),
+                       ("acc_fused", 100), ("auc", 100)):
+      v = np.array([x[key] for x in r]) * scale
+      cells.append(f"{v.mean():.1f} ± {v.std():.1f}")
+    print(f"| {name} | " + " | ".join(cells) + f" | {len(r)} |")
   out = args.json or os.path.join(here, "results", f"case_vs_baseline_{socket.gethostname()}.json")
   os.makedirs(os.path.dirname(out), exist_ok=True)
   with open(out, "w") as fh:

@@ -312,7 +312,7 @@ class _Evaluator:
   def maybe(cls, cfg, root, train_set, stream):
     from case_jax import data as data_lib
     from case_jax import report
-    if root is None or not cfg.eval_every:
+    if root is None:
       return None
     if not os.path.exists(os.path.join(root, "split_test.txt")):
       stream.write(f"No test split in {root}: training without evaluation.\n")
