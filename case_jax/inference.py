@@ -52,12 +52,18 @@ def forward(model, params, rgb, flow):
   return model.apply({"params": model_lib.normalize_prototypes(params)}, rgb, flow)
 
 
-def dataset_fb_accuracy(dataset, model, params, q_r, *, num_segments: int,
-                        how: str = "fused", batch_size: int = 32) -> float:
-  """F&B snippet accuracy of ``how``-scores over a dataset (uniform sampling)."""
+def dataset_snippet_stats(dataset, model, params, q_r, *, num_segments: int,
+                          how: str = "fused", batch_size: int = 32) -> dict:
+  """Snippet-level diagnostics over a dataset (uniform sampling to T).
+
+  fb_acc: F&B accuracy of ``how``-scores at 0.5 (Table 2 "ACC");
+  H_pc, H_mean_pc: H(P^C) and H(mean P^C) of the fused P^C (Table 4).
+  """
+  import numpy as np
   from case_jax import data as data_lib
-  from case_jax.evaluation import fb_accuracy
+  from case_jax.evaluation import clustering_entropies, fb_accuracy
   hits = total = 0.0
+  p_cs, masks = [], []
   for batch in data_lib.eval_batches(dataset, num_segments=num_segments,
                                      batch_size=batch_size, pad_last=True):
     out = forward(model, params, batch["rgb"], batch["flow"])
@@ -65,7 +71,18 @@ def dataset_fb_accuracy(dataset, model, params, q_r, *, num_segments: int,
     n = float(((batch["fg_mask"] >= 0) & batch["valid"][:, None]).sum())
     hits += fb_accuracy(scores, batch["fg_mask"], batch["valid"]) * n
     total += n
-  return hits / max(total, 1.0)
+    p_cs.append(np.asarray(0.5 * (jax.nn.softmax(out["rgb"].clu, -1)
+                                  + jax.nn.softmax(out["flow"].clu, -1))))
+    masks.append(np.broadcast_to(batch["valid"][:, None], p_cs[-1].shape[:2]))
+  h_pc, h_mean = clustering_entropies(np.concatenate(p_cs), np.concatenate(masks))
+  return {"fb_acc": hits / max(total, 1.0), "H_pc": h_pc, "H_mean_pc": h_mean}
+
+
+def dataset_fb_accuracy(dataset, model, params, q_r, *, num_segments: int,
+                        how: str = "fused", batch_size: int = 32) -> float:
+  """F&B snippet accuracy of ``how``-scores over a dataset (uniform sampling)."""
+  return dataset_snippet_stats(dataset, model, params, q_r, num_segments=num_segments,
+                               how=how, batch_size=batch_size)["fb_acc"]
 
 
 def inference_omega(inf_cfg) -> float:

@@ -326,9 +326,12 @@ class _Evaluator:
                                 self.cfg, self.gt, keep_scores=final)
     scalars = report.scalar_metrics(out["result"])
     how = self.cfg.inference.fg_score if self.cfg.inference.cat else "attention"
-    scalars["test_fb_acc"] = inference.dataset_fb_accuracy(
+    stats = inference.dataset_snippet_stats(
         self.test_set, model, state.params, state.q_r,
         num_segments=self.cfg.data.num_segments, how=how)
+    scalars["test_fb_acc"] = stats["fb_acc"]
+    scalars["test_H_pc"] = stats["H_pc"]
+    scalars["test_H_mean_pc"] = stats["H_mean_pc"]
     if self.best is None or scalars["mAP"] > self.best[0]:
       self.best = (scalars["mAP"], step)
     log.write(json.dumps({"step": step, **scalars}) + "\n")
@@ -341,7 +344,9 @@ class _Evaluator:
 
   def report(self, workdir, final_eval, step):
     from case_jax import evaluation, report
-    extra = {"step": step, "test_fb_acc": final_eval["scalars"]["test_fb_acc"],
+    sc = final_eval["scalars"]
+    extra = {"step": step, "test_fb_acc": sc["test_fb_acc"],
+             "test_H_pc": sc["test_H_pc"], "test_H_mean_pc": sc["test_H_mean_pc"],
              "best_test_selected": {"mAP": self.best[0], "step": self.best[1]}}
     paths = report.write_outputs(os.path.join(workdir, "eval"), final_eval,
                                  self.test_set, self.cfg, extra)
@@ -349,7 +354,8 @@ class _Evaluator:
         f"\nDetection mAP of the final checkpoint (step {step}), "
         f"{len(self.test_set)} test videos:\n"
         + evaluation.format_map_table(final_eval["result"]) + "\n"
-        f"F&B snippet accuracy: {100 * final_eval['scalars']['test_fb_acc']:.2f}%\n"
+        f"F&B snippet accuracy: {100 * sc['test_fb_acc']:.2f}%   H(P^C) "
+        f"{sc['test_H_pc']:.3f}   H(mean P^C) {sc['test_H_mean_pc']:.3f} nats\n"
         f"Best of the evaluations during training (test-set model selection, as "
         f"the released code reports): mAP {100 * self.best[0]:.2f} at step "
         f"{self.best[1]}\n"

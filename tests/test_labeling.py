@@ -355,3 +355,27 @@ def test_initial_q_r_and_entropy():
                              rtol=1e-5)
   np.testing.assert_allclose(float(lab.entropy(np.full((3, K), 1 / K, np.float32))),
                              math.log(K), rtol=1e-6)
+
+
+def test_qc_and_qr_marginals_with_the_iterative_solver():
+  """Q^C rows sum to 1 and columns to N/K^C (Eq. 4-5); Q^R columns follow
+  beta^R (Eq. 11-12), to the solver tolerance."""
+  from case_jax import defaults
+  cfg = defaults.base_config().labeling
+  cfg.sinkhorn_mode = "auto"
+  cfg.sinkhorn_tol = 1e-6
+  cfg.sinkhorn_max_iters = 5000
+  rng = np.random.default_rng(42)
+  n, k = 240, 6
+  logits = (10 * rng.uniform(-1, 1, size=(n, k))).astype(np.float32)
+  log_p = lab.ot_log_p(logits, 10.0, "cosine")
+  q_c, info = lab.cluster_labels(log_p, logits, cfg)
+  q_c = np.asarray(q_c, np.float64)
+  np.testing.assert_allclose(q_c.sum(1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(q_c.sum(0), n / k, rtol=1e-5)
+  cls = (10 * rng.uniform(-1, 1, size=(k, 2))).astype(np.float32)
+  beta = np.array([0.3, 0.7], np.float32)
+  q_r, _ = lab.cluster_cls_labels(lab.ot_log_p(cls, 10.0, "cosine"), beta, cfg)
+  q_r = np.asarray(q_r, np.float64)
+  np.testing.assert_allclose(q_r.sum(1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(q_r.sum(0), k * beta, rtol=1e-5)

@@ -186,3 +186,17 @@ def test_missing_data_root_names_the_fix(tmp_path):
   cfg.data.dataset = "thumos14"
   with pytest.raises(ValueError, match="--config.data.root"):
     train.train(cfg, str(tmp_path))
+
+
+def test_temporal_kernel_three_mixes_neighbours():
+  """The paper's "temporal convolution" variant (model.kernel_size = 3)."""
+  cfg = tiny_config(**{"model.kernel_size": 3})
+  model, _, state = setup(cfg, d=12)
+  assert state.params["rgb"]["att_encoder"]["kernel"].shape == (3, 12, 16)
+  x = np.zeros((1, 10, 12), np.float32)
+  x2 = x.copy()
+  x2[0, 5] = 1.0                          # perturb one snippet
+  a = model.apply({"params": state.params}, x, x)["rgb"].att[0]
+  b = model.apply({"params": state.params}, x2, x)["rgb"].att[0]
+  changed = np.flatnonzero(np.abs(np.asarray(a) - np.asarray(b)) > 0)
+  assert set(changed) == {4, 5, 6}
