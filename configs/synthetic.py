@@ -22,11 +22,4 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.eval_every = 200
   c.log_every = 20
   c.checkpoint_every = 200
-  if arg == "paper":
-    defaults.paper_variant(c)
-  elif arg == "runlocal":  # a seconds-long smoke run
-    c.num_steps = 20
-    c.log_every = 5
-  elif arg:
-    raise ValueError(f"unknown variant {arg!r}: use '', 'paper' or 'runlocal'")
-  return c
+  return defaults.apply_variant(c, arg)

@@ -19,11 +19,4 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.labeling.topk_divisor = 8     # k = T // 8 = 93 (paper E.3)
   c.model.num_clusters = 16       # K^C (paper E.3)
   c.num_steps = 3600              # 300 epochs of 12 steps (notes §2.1)
-  if arg == "paper":
-    defaults.paper_variant(c)
-  elif arg == "runlocal":
-    c.num_steps = 10
-    c.log_every = 1
-  elif arg:
-    raise ValueError(f"unknown variant {arg!r}: use '', 'paper' or 'runlocal'")
-  return c
+  return defaults.apply_variant(c, arg)
