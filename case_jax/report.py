@@ -3,7 +3,8 @@
 ``evaluate_state`` is what training calls every ``eval_every`` steps and at
 the end, and what ``--mode=evaluate`` calls on a checkpoint; the two therefore
 give identical numbers.  ``write_outputs`` writes ``<dir>/detections.json``
-(ActivityNet result format), ``detections.csv``, ``metrics.json`` and SVG plots.
+(ActivityNet result format), ``detections.csv``, ``detections_thumos14.txt``
+(THUMOS14 toolkit lines), ``metrics.json`` and SVG plots.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from case_jax import detection, evaluation, inference, plots
+from case_jax import detection, evaluation, export, inference, plots
 
 
 def load_test_ground_truth(root: str, cfg) -> evaluation.GroundTruth:
@@ -59,9 +60,11 @@ def write_outputs(out_dir: str, evaluated: dict, test_set=None, cfg=None,
                   extra: Optional[dict] = None) -> dict:
   """Writes detections.json/.csv, metrics.json and per-video SVG timelines."""
   os.makedirs(out_dir, exist_ok=True)
-  detection.write_results(os.path.join(out_dir, "detections.json"),
-                          os.path.join(out_dir, "detections.csv"),
-                          evaluated["raw"], evaluated["class_names"])
+  results = detection.write_results(os.path.join(out_dir, "detections.json"),
+                                    os.path.join(out_dir, "detections.csv"),
+                                    evaluated["raw"], evaluated["class_names"])
+  export.write_thumos14(os.path.join(out_dir, "detections_thumos14.txt"), results,
+                        evaluated["class_names"])
   metrics = evaluation.result_to_json(evaluated["result"]) if evaluated.get("result") else {}
   if extra:
     metrics.update(extra)

@@ -13,7 +13,7 @@ import numpy as np
 
 from case_jax import checkpoint as ckpt_lib
 from case_jax import data as data_lib
-from case_jax import detection, evaluation, model as model_lib, report, train
+from case_jax import detection, evaluation, export, model as model_lib, report, train
 
 
 def load_trained(cfg, workdir: str):
@@ -105,9 +105,11 @@ def predict(cfg, workdir: str, features: str, stream=None) -> dict:
   videos = _FeatureFolder(features, info["classes"], info["rgb_dim"], info["flow_dim"])
   dets, _ = inference.detect_dataset(videos, model, state.params, state.q_r, cfg)
   out_dir = os.path.join(workdir, "predict")
-  detection.write_results(os.path.join(out_dir, "detections.json"),
-                          os.path.join(out_dir, "detections.csv"), dets,
-                          info["classes"])
+  results = detection.write_results(os.path.join(out_dir, "detections.json"),
+                                    os.path.join(out_dir, "detections.csv"), dets,
+                                    info["classes"])
+  export.write_thumos14(os.path.join(out_dir, "detections_thumos14.txt"), results,
+                        info["classes"])
   n = sum(len(v) for v in dets.values())
   stream.write(f"{n} detections for {len(videos)} videos -> {out_dir}/detections.json\n")
   return dets

@@ -38,6 +38,7 @@ def test_train_evaluate_predict(tmp_path):
   results = json.load(open(os.path.join(eval_dir, "detections.json")))
   assert results["version"] == "VERSION 1.3" and results["results"]
   assert os.path.exists(os.path.join(work, "training_curves.svg"))
+  assert os.path.getsize(os.path.join(eval_dir, "detections_thumos14.txt")) > 0
   assert any(f.startswith("timeline_") for f in os.listdir(eval_dir))
 
   # Re-evaluating the final checkpoint reproduces the logged mAP exactly.

@@ -1,0 +1,1 @@
+"""Command-line tools (python -m case_jax.tools.<name>)."""

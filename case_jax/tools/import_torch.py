@@ -1,0 +1,502 @@
+"""Import the released PyTorch checkpoint into a case_jax workdir, without torch.
+
+    python -m case_jax.tools.import_torch best_model.pkl cls_gt.npy --out=WORKDIR \
+        [--classes=THUMOS14|classes.txt] [--config=configs/thumos14.py] [--step=0]
+    python -m case_jax.main --config=configs/thumos14.py --mode=evaluate \
+        --workdir=WORKDIR --config.data.root=/data/THUMOS14
+
+WORKDIR then holds ``checkpoints/<step>/`` (an Orbax TrainState: the imported
+parameters, Q^R from ``cls_gt.npy``, a fresh optimiser state) and
+``run.json`` (classes, feature dims), which is what --mode=evaluate and
+--mode=predict read.
+
+Reading: ``torch.save`` writes a zip archive holding ``<name>/data.pkl`` (a
+pickle whose tensors refer, by persistent id, to storages) and
+``<name>/data/<key>`` (each storage's raw bytes).  The pickle is read with a
+restricted unpickler that resolves only the tensor-rebuild functions,
+``collections.OrderedDict`` and the storage type names; any other global
+(e.g. ``os.system``) raises ``UnsafeCheckpointError`` before anything runs.
+The pre-1.6 (non-zip) format is read as well.  torch is never imported.
+
+Key mapping (notes §1), for each stream s in {rgb, flow}:
+
+    cas_module_s.0.{weight,bias}    -> params[s]['cas_encoder']
+    cas_module_s.2.{weight,bias}    -> params[s]['classifier']
+    base_module_s.0.{weight,bias}   -> params[s]['att_encoder']
+    att_module_s.{weight,bias}      -> params[s]['attention']
+    clu_head_s.prototypes.weight    -> params[s]['prototypes']    (K^C, E) as is
+
+A Conv1d weight (out, in, k) becomes a Flax Dense kernel ``W[:, :, 0].T``
+(in, out) when k = 1, or a Flax Conv kernel ``W.transpose(2, 1, 0)``
+(k, in, out) otherwise; biases are copied.
+"""
+from __future__ import annotations
+
+import collections
+import io
+import json
+import os
+import pickle
+import shutil
+import struct
+import sys
+import zipfile
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+STREAMS = ("rgb", "flow")
+
+# ---------------------------------------------------------------------------
+# Reading torch.save files without torch.
+# ---------------------------------------------------------------------------
+_STORAGE_DTYPES = {
+    "FloatStorage": np.dtype("float32"), "DoubleStorage": np.dtype("float64"),
+    "HalfStorage": np.dtype("float16"), "BFloat16Storage": "bfloat16",
+    "LongStorage": np.dtype("int64"), "IntStorage": np.dtype("int32"),
+    "ShortStorage": np.dtype("int16"), "CharStorage": np.dtype("int8"),
+    "ByteStorage": np.dtype("uint8"), "BoolStorage": np.dtype("bool"),
+}
+_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+  """The pickle names a global that is not a tensor-rebuild function."""
+
+
+class _StorageType:
+  """Stands for torch.<X>Storage in the pickle: only its name is kept."""
+
+  def __init__(self, name: str):
+    self.name = name
+
+  def __repr__(self):
+    return f"torch.{self.name}"
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride,
+                       requires_grad=False, backward_hooks=None, metadata=None):
+  """numpy stand-in for torch._utils._rebuild_tensor_v2 (a strided view, copied)."""
+  del requires_grad, backward_hooks, metadata
+  size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+  flat = np.asarray(storage)
+  if not size:
+    return flat[storage_offset].copy()
+  if any(s == 0 for s in size):
+    return np.zeros(size, flat.dtype)
+  last = storage_offset + sum((n - 1) * st for n, st in zip(size, stride))
+  if storage_offset < 0 or last >= flat.size or min(stride) < 0:
+    raise pickle.UnpicklingError(
+        f"tensor view (offset {storage_offset}, size {size}, stride {stride}) "
+        f"runs outside its storage of {flat.size} elements: corrupt file?")
+  contiguous = tuple(int(np.prod(size[i + 1:])) for i in range(len(size)))
+  if stride == contiguous:
+    return flat[storage_offset:storage_offset + int(np.prod(size))].reshape(size).copy()
+  item = flat.dtype.itemsize
+  view = np.lib.stride_tricks.as_strided(
+      flat[storage_offset:], shape=size, strides=tuple(s * item for s in stride),
+      writeable=False)
+  return np.array(view)
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *rest):
+  del requires_grad, backward_hooks, rest
+  return data
+
+
+_ALLOWED = {
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+  """Resolves only tensor rebuilds, OrderedDict and torch storage types.
+
+  ``load_storage(storage_type_name, key, numel)`` returns the storage's 1-D
+  numpy array for a persistent id ``('storage', type, key, location, numel)``.
+  """
+
+  def __init__(self, file, load_storage, rebuild_tensor=_rebuild_tensor_v2):
+    super().__init__(file)
+    self._load_storage = load_storage
+    self._rebuild_tensor = rebuild_tensor
+    self._cache = {}
+
+  def find_class(self, module, name):
+    if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+      return self._rebuild_tensor
+    if (module, name) in _ALLOWED:
+      return _ALLOWED[(module, name)]
+    if module == "torch" and name in _STORAGE_DTYPES:
+      return _StorageType(name)
+    raise UnsafeCheckpointError(
+        f"refusing to load global {module}.{name}: a state-dict checkpoint holds "
+        "only tensors (torch._utils._rebuild_tensor_v2), OrderedDict and "
+        "torch.*Storage.  If this file pickles a whole model or other objects, "
+        "re-save its state_dict() with torch.save(model.state_dict(), path).")
+
+  def persistent_load(self, pid):
+    if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+      raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
+    stype, key, _, numel = pid[1], str(pid[2]), pid[3], int(pid[4])
+    if not isinstance(stype, _StorageType):
+      raise UnsafeCheckpointError(f"persistent id names {stype!r}, not a storage type")
+    if len(pid) > 5 and pid[5] is not None:
+      raise pickle.UnpicklingError("storage views (legacy view_metadata) are not "
+                                   "supported; re-save with a newer torch.")
+    if key not in self._cache:
+      self._cache[key] = self._load_storage(stype.name, key, numel)
+    return self._cache[key]
+
+
+def _decode(raw: bytes, type_name: str, numel: int, big_endian: bool) -> np.ndarray:
+  dt = _STORAGE_DTYPES[type_name]
+  if dt == "bfloat16":
+    order = ">" if big_endian else "<"
+    bits = np.frombuffer(raw, f"{order}u2", count=numel).astype(np.uint32) << 16
+    return bits.view(np.float32)
+  dt = dt.newbyteorder(">" if big_endian else "<") if dt.itemsize > 1 else dt
+  if len(raw) < numel * dt.itemsize:
+    raise pickle.UnpicklingError(f"storage holds {len(raw)} bytes, expected "
+                                 f"{numel} x {dt.itemsize}: truncated file?")
+  return np.frombuffer(raw, dt, count=numel).astype(dt.newbyteorder("="))
+
+
+def _load_zip(path: str) -> Any:
+  with zipfile.ZipFile(path) as zf:
+    names = zf.namelist()
+    pkls = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
+    if len(pkls) != 1:
+      raise ValueError(f"{path}: a torch.save zip holds one <name>/data.pkl; found "
+                       f"{pkls or 'none'}")
+    prefix = pkls[0][:-len("data.pkl")]
+    big = False
+    if prefix + "byteorder" in names:
+      big = zf.read(prefix + "byteorder").decode().strip() == "big"
+
+    def load_storage(type_name, key, numel):
+      entry = f"{prefix}data/{key}"
+      if entry not in names:
+        raise pickle.UnpicklingError(f"{path}: storage {entry} is missing")
+      return _decode(zf.read(entry), type_name, numel, big)
+
+    return RestrictedUnpickler(io.BytesIO(zf.read(pkls[0])), load_storage).load()
+
+
+def _load_legacy(path: str) -> Any:
+  """The pre-1.6 format: magic, protocol, sys info, the object, storage keys,
+  then each storage as int64 element count + raw bytes (little-endian)."""
+  with open(path, "rb") as f:
+    safe = lambda: RestrictedUnpickler(f, _no_storage).load()  # noqa: E731
+    try:
+      magic = safe()
+    except Exception as e:
+      raise ValueError(f"{path} is neither a torch.save zip archive nor a legacy "
+                       f"torch file ({e}). Re-save it with a recent torch: "
+                       "torch.save(torch.load(p), p2).") from e
+    if magic != _LEGACY_MAGIC:
+      raise ValueError(f"{path} is not a torch.save file (bad magic number).")
+    safe()  # protocol version
+    sys_info = safe()
+    if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
+      raise ValueError(f"{path}: big-endian legacy files are not supported.")
+    pending = {}
+
+    def defer(type_name, key, numel):
+      pending[key] = (type_name, numel)
+      return _Deferred(key)
+
+    obj = RestrictedUnpickler(f, defer, _deferred_rebuild).load()
+    keys = safe()
+    storages = {}
+    for key in keys:
+      type_name, _ = pending[key]
+      (numel,) = struct.unpack("<q", f.read(8))
+      itemsize = 2 if _STORAGE_DTYPES[type_name] == "bfloat16" else _STORAGE_DTYPES[type_name].itemsize
+      storages[key] = _decode(f.read(numel * itemsize), type_name, numel, False)
+  return _resolve(obj, storages)
+
+
+def _no_storage(*_):
+  raise pickle.UnpicklingError("unexpected storage reference in a legacy header")
+
+
+class _Deferred:
+  def __init__(self, key):
+    self.key = key
+
+
+class _DeferredTensor:
+  def __init__(self, args):
+    self.args = args
+
+
+def _deferred_rebuild(storage, *args):
+  return _DeferredTensor((storage,) + args)
+
+
+def _resolve(obj, storages):
+  if isinstance(obj, _DeferredTensor):
+    storage, *rest = obj.args
+    return _rebuild_tensor_v2(storages[storage.key], *rest)
+  if isinstance(obj, dict):
+    return type(obj)((k, _resolve(v, storages)) for k, v in obj.items())
+  if isinstance(obj, (list, tuple)):
+    return type(obj)(_resolve(v, storages) for v in obj)
+  return obj
+
+
+def load_torch_file(path: str) -> Any:
+  """Loads a ``torch.save`` file's object with tensors as numpy arrays."""
+  if zipfile.is_zipfile(path):
+    return _load_zip(path)
+  return _load_legacy(path)
+
+
+def find_state_dict(obj: Any) -> dict:
+  """The state dict itself, or the one under 'state_dict' / 'model'."""
+  if isinstance(obj, Mapping):
+    if any(isinstance(v, np.ndarray) for v in obj.values()):
+      return dict(obj)
+    for key in ("state_dict", "model", "model_state_dict", "net"):
+      if isinstance(obj.get(key), Mapping):
+        return find_state_dict(obj[key])
+  raise ValueError("no state dict found: expected a dict of tensors or a dict "
+                   f"with a 'state_dict' or 'model' entry; got {type(obj).__name__}"
+                   + (f" with keys {sorted(obj)[:10]}" if isinstance(obj, Mapping) else ""))
+
+
+# ---------------------------------------------------------------------------
+# State dict -> Flax params.
+# ---------------------------------------------------------------------------
+def _strip_prefix(sd: dict) -> dict:
+  """Drops a DataParallel 'module.' prefix when every key has it."""
+  if sd and all(k.startswith("module.") for k in sd):
+    return {k[len("module."):]: v for k, v in sd.items()}
+  return sd
+
+
+def state_dict_to_params(state_dict: Mapping[str, np.ndarray],
+                         kernel_size: int = 1) -> dict:
+  """Released state dict -> the case_jax param tree (numpy float32).
+
+  Checks every expected key and the shapes' consistency; raises ValueError
+  naming the missing keys, the unexpected extra keys and any bad shape.
+  """
+  sd = _strip_prefix({str(k): np.asarray(v) for k, v in state_dict.items()})
+  layers = {"cas_encoder": "cas_module_{s}.0", "classifier": "cas_module_{s}.2",
+            "att_encoder": "base_module_{s}.0", "attention": "att_module_{s}"}
+  expected = []
+  for s in STREAMS:
+    for pattern in layers.values():
+      expected += [pattern.format(s=s) + ".weight", pattern.format(s=s) + ".bias"]
+    expected.append(f"clu_head_{s}.prototypes.weight")
+  missing = [k for k in expected if k not in sd]
+  extra = sorted(set(sd) - set(expected))
+  if missing:
+    raise ValueError(
+        f"state dict is missing {len(missing)} expected key(s): {missing}"
+        + (f"; it has unexpected key(s): {extra}" if extra else "")
+        + ". Is this the CASE best_model.pkl (notes §1 lists the keys)?")
+  if extra:
+    raise ValueError(f"state dict has unexpected key(s) {extra} besides the CASE "
+                     "keys: not the released CASE model?")
+  problems = []
+  params = {}
+  for s in STREAMS:
+    w = {name: sd[pattern.format(s=s) + ".weight"] for name, pattern in layers.items()}
+    b = {name: sd[pattern.format(s=s) + ".bias"] for name, pattern in layers.items()}
+    protos = sd[f"clu_head_{s}.prototypes.weight"]
+    enc = w["cas_encoder"]
+    if enc.ndim != 3:
+      problems.append(f"cas_module_{s}.0.weight has shape {enc.shape}, expected "
+                      "(E, D, k) of a Conv1d")
+      continue
+    e, d = enc.shape[0], enc.shape[1]
+    num_classes = w["classifier"].shape[0]
+    want = {"cas_encoder": (e, d, kernel_size), "classifier": (num_classes, e, 1),
+            "att_encoder": (e, d, kernel_size), "attention": (1, e, 1)}
+    for name, shape in want.items():
+      key = layers[name].format(s=s)
+      if w[name].shape != shape:
+        problems.append(f"{key}.weight has shape {w[name].shape}, expected {shape}")
+      if b[name].shape != (shape[0],):
+        problems.append(f"{key}.bias has shape {b[name].shape}, expected ({shape[0]},)")
+    if protos.ndim != 2 or protos.shape[1] != e:
+      problems.append(f"clu_head_{s}.prototypes.weight has shape {protos.shape}, "
+                      f"expected (K^C, {e})")
+    if problems:
+      continue
+    p = {}
+    for name in layers:
+      k = w[name].astype(np.float32)
+      kernel = k[:, :, 0].T if k.shape[2] == 1 else k.transpose(2, 1, 0)
+      p[name] = {"kernel": np.ascontiguousarray(kernel),
+                 "bias": b[name].astype(np.float32)}
+    p["prototypes"] = protos.astype(np.float32)
+    params[s] = p
+  if not problems and params["rgb"]["prototypes"].shape != params["flow"]["prototypes"].shape:
+    problems.append("the rgb and flow prototypes differ in shape")
+  if not problems and (params["rgb"]["classifier"]["bias"].shape
+                       != params["flow"]["classifier"]["bias"].shape):
+    problems.append("the rgb and flow classifiers differ in class count")
+  if problems:
+    raise ValueError("state dict shapes do not fit the CASE model:\n  "
+                     + "\n  ".join(problems))
+  for s in STREAMS:
+    for leaf in [params[s]["prototypes"]] + [v for lay in layers for v in params[s][lay].values()]:
+      if not np.all(np.isfinite(leaf)):
+        raise ValueError(f"stream {s}: the checkpoint holds NaN or inf values")
+  return params
+
+
+def params_summary(params: dict) -> dict:
+  """num_classes, embed_dim, num_clusters, rgb_dim, flow_dim of a param tree."""
+  def in_dim(s):
+    k = params[s]["cas_encoder"]["kernel"]
+    return int(k.shape[-2])
+  return {"num_classes": int(params["rgb"]["classifier"]["bias"].shape[0]),
+          "embed_dim": int(params["rgb"]["prototypes"].shape[1]),
+          "num_clusters": int(params["rgb"]["prototypes"].shape[0]),
+          "rgb_dim": in_dim("rgb"), "flow_dim": in_dim("flow")}
+
+
+def load_q_r(path: str, num_clusters: int) -> np.ndarray:
+  q = np.load(path, allow_pickle=False)
+  if q.shape != (num_clusters, 2):
+    raise ValueError(f"{path}: Q^R (cls_gt) has shape {q.shape}, expected "
+                     f"({num_clusters}, 2) for {num_clusters} prototypes.")
+  if not np.all(np.isfinite(q)):
+    raise ValueError(f"{path}: Q^R holds NaN or inf.")
+  return q.astype(np.float32)
+
+
+def load_classes(spec: Optional[str]) -> list:
+  """'THUMOS14' (the released order), or a text file of one class per line."""
+  if spec is None or spec.upper() == "THUMOS14":
+    from case_jax.data import THUMOS14_CLASSES
+    return list(THUMOS14_CLASSES)
+  if not os.path.exists(spec):
+    raise FileNotFoundError(f"--classes {spec!r}: not 'THUMOS14' and no such file "
+                            "(expected one class name per line, in the model's order).")
+  with open(spec) as f:
+    names = [line.strip() for line in f if line.strip()]
+  if len(set(names)) != len(names):
+    raise ValueError(f"{spec}: repeated class names")
+  return names
+
+
+# ---------------------------------------------------------------------------
+# The import.
+# ---------------------------------------------------------------------------
+def import_checkpoint(model_path: str, cls_gt_path: str, out: str, cfg, *,
+                      classes: Optional[Sequence[str]] = None, step: int = 0,
+                      overwrite: bool = False, stream=None) -> dict:
+  """Writes ``out/checkpoints/<step>`` and ``out/run.json``; returns run info.
+
+  ``cfg``: the config --mode=evaluate will be run with (model sizes and
+  optimiser must agree with the checkpoint).
+  """
+  import jax
+  import jax.numpy as jnp
+  from case_jax import checkpoint as ckpt_lib
+  from case_jax import model as model_lib
+  from case_jax import train
+
+  stream = stream or sys.stdout
+  classes = list(classes) if classes is not None else load_classes(None)
+  params = state_dict_to_params(find_state_dict(load_torch_file(model_path)),
+                                kernel_size=cfg.model.kernel_size)
+  info = params_summary(params)
+  q_r = load_q_r(cls_gt_path, info["num_clusters"])
+  if len(classes) != info["num_classes"]:
+    raise ValueError(f"the checkpoint classifies {info['num_classes']} classes but "
+                     f"{len(classes)} class names were given (--classes).")
+  for key in ("embed_dim", "num_clusters"):
+    if cfg.model[key] != info[key]:
+      raise ValueError(f"the checkpoint has {key}={info[key]} but the config says "
+                       f"model.{key}={cfg.model[key]}; pass a matching --config "
+                       f"(or --config.model.{key}={info[key]}) here and to --mode=evaluate.")
+
+  ckpt_dir = os.path.join(os.path.abspath(out), "checkpoints")
+  if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
+    if not overwrite:
+      raise FileExistsError(f"{ckpt_dir} already holds checkpoints; choose another "
+                            "--out or pass --overwrite.")
+    shutil.rmtree(ckpt_dir)
+  os.makedirs(out, exist_ok=True)
+
+  model = model_lib.from_config(cfg.model, info["num_classes"])
+  tx = train.make_optimizer(cfg.optim)
+  template = train.create_train_state(cfg, model, tx, rgb_dim=info["rgb_dim"],
+                                      flow_dim=info["flow_dim"])
+  want = jax.tree_util.tree_structure(template.params)
+  got = jax.tree_util.tree_structure(params)
+  if want != got:
+    raise ValueError(f"imported param tree {got} does not match the model's {want}")
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(template.params),
+                          jax.tree_util.tree_leaves(params)):
+    if a.shape != b.shape:
+      raise ValueError(f"{jax.tree_util.keystr(path)}: imported shape {b.shape}, "
+                       f"model expects {a.shape}")
+  jparams = jax.tree.map(jnp.asarray, params)
+  state = template.replace(step=jnp.asarray(step, jnp.int32), params=jparams,
+                           opt_state=tx.init(jparams), q_r=jnp.asarray(q_r))
+  manager = ckpt_lib.Checkpointer(ckpt_dir)
+  manager.save(state, meta={"step": int(step), "imported_from": {
+      "model": os.path.abspath(model_path), "cls_gt": os.path.abspath(cls_gt_path)}})
+  manager.wait()
+  manager.close()
+  run_info = {"classes": classes, "rgb_dim": info["rgb_dim"],
+              "flow_dim": info["flow_dim"]}
+  with open(os.path.join(out, "run.json"), "w") as f:
+    json.dump(run_info, f, indent=2)
+  stream.write(f"Imported {model_path} ({info['num_classes']} classes, "
+               f"E={info['embed_dim']}, K^C={info['num_clusters']}, "
+               f"dims rgb {info['rgb_dim']} / flow {info['flow_dim']}) and "
+               f"{cls_gt_path} -> {ckpt_dir}/{step}\n")
+  return {**run_info, **info, "state": state}
+
+
+def _default_config_path() -> str:
+  here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  return os.path.join(here, "configs", "thumos14.py")
+
+
+def main(argv=None) -> int:
+  from absl import flags
+  from ml_collections import config_flags
+
+  argv = list(sys.argv if argv is None else argv)
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", _default_config_path(),
+                                  "The config --mode=evaluate will use.",
+                                  flag_values=fv, lock_config=True, sys_argv=argv)
+  flags.DEFINE_string("out", None, "Workdir to create.", flag_values=fv)
+  flags.DEFINE_string("classes", "THUMOS14", "'THUMOS14' or a file of class names, "
+                      "one a line, in the model's output order.", flag_values=fv)
+  flags.DEFINE_integer("step", 0, "Step number recorded in the checkpoint.",
+                       flag_values=fv)
+  flags.DEFINE_bool("overwrite", False, "Replace existing checkpoints in --out.",
+                    flag_values=fv)
+  usage = ("usage: python -m case_jax.tools.import_torch best_model.pkl cls_gt.npy "
+           "--out=WORKDIR [--classes=THUMOS14|FILE] [--config=configs/thumos14.py] "
+           "[--step=0] [--overwrite]\n")
+  try:
+    rest = fv(argv)
+  except flags.Error as e:
+    sys.stderr.write(f"{e}\n{usage}")
+    return 2
+  if len(rest) != 3 or not fv.out:
+    sys.stderr.write(usage)
+    return 2
+  import_checkpoint(rest[1], rest[2], fv.out, fv.config,
+                    classes=load_classes(fv.classes), step=fv.step,
+                    overwrite=fv.overwrite)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
