@@ -24,6 +24,32 @@ video_ids (B,), lengths (B,) int32 [, valid (B,) bool for eval]::
       next(b); b.batch_at(step); b.state() -> dict; b.restore(state)
   eval_batches(dataset, *, num_segments=750, batch_size=1, pad_last=False)
 
+Other feature layouts (``layouts``, ``wtalc_layout``, ``acmnet_layout``),
+each returning the same VideoRecords, checked on load (``generic``)::
+
+  open_dataset(root, split, layout="basnet"|"wtalc"|"acmnet", classes=None,
+               *, on_error="raise"|"skip", feature_dim=None, eager=..., ...)
+  WTALCDataset(root, split, ...)   # NAME-I3D-JOINTFeatures.npy + annotations
+  ACMNetDataset(root, split, ...)  # gt.json, split files, (n, 2D) per video
+  ds.skipped -> ((video_id, reason), ...)   (on_error="skip")
+
+Writing any layout from one description (``writers``)::
+
+  write_layout(layout, root, [VideoSpec, ...]);  videos_from_dataset(ds, split)
+
+Background prefetch of batches (``prefetch``)::
+
+  Prefetcher(fn, steps, depth=2)  # iterates fn(step) computed ahead
+
+Statistics: ``python -m case_jax.data.inspect --root DIR --layout L``.
+
+TFDS array_record copies (optional ``data`` extra, no TensorFlow; import
+``case_jax.data.tfds_builders`` explicitly)::
+
+  python -m case_jax.data.prepare --dataset=thumos14 --layout=basnet \
+      --manual_dir=RELEASE --data_dir=DIR
+  tfds_builders.TFDSDataset("thumos14/basnet", "train", data_dir=DIR)
+
 Synthetic test/demo data in the same layout (``synthetic``)::
 
   write_synthetic_thumos(root, *, num_train=120, num_test=60, num_classes=10,
@@ -31,6 +57,7 @@ Synthetic test/demo data in the same layout (``synthetic``)::
                          max_snippets=400, stats=None, overwrite=False)
   python -m case_jax.data.synthetic --root DIR [--seed N ...]
 """
+from case_jax.data.acmnet_layout import ACMNetDataset
 from case_jax.data.batching import (TrainBatcher, epoch_order, eval_batches,
                                     steps_per_epoch, train_batch)
 from case_jax.data.sampling import sample_test_indices, sample_train_indices
@@ -39,6 +66,12 @@ from case_jax.data.thumos_layout import (FEATURE_FPS, SNIPPET_FRAMES,
                                          LayoutError, LayoutWarning, Segment,
                                          VideoRecord, WTALDataset, read_gt,
                                          read_split)
+from case_jax.data.generic import SourceDataset, VideoSource
+from case_jax.data.layouts import LAYOUTS, open_dataset
+from case_jax.data.prefetch import Prefetcher
+from case_jax.data.wtalc_layout import WTALCDataset
+from case_jax.data.writers import (VideoSpec, videos_from_dataset,
+                                   write_layout)
 
 
 
@@ -52,6 +85,8 @@ def __getattr__(name):
 
 
 __all__ = [
+    "ACMNetDataset", "LAYOUTS", "SourceDataset", "VideoSource", "VideoSpec",
+    "Prefetcher", "WTALCDataset", "open_dataset", "videos_from_dataset", "write_layout",
     "FEATURE_FPS", "SNIPPET_FRAMES", "THUMOS14_CLASSES", "GtVideo",
     "LayoutError", "LayoutWarning", "Segment", "TrainBatcher", "VideoRecord",
     "WTALDataset", "epoch_order", "eval_batches", "read_gt", "read_split",

@@ -1,0 +1,282 @@
+"""Reader for the W-TALC / CO2-Net / DELU layout (THUMOS14, ActivityNet 1.2).
+
+Layout under a dataset root (``NAME`` = ``Thumos14reduced`` or
+``ActivityNet1.2``)::
+
+  ROOT/
+    NAME-I3D-JOINTFeatures.npy      # object array of N arrays (n_i, 2 * D)
+    NAME-Annotations/               # N entries, aligned by index
+      videoname.npy  (N,) bytes     subset.npy   (N,) bytes
+      classlist.npy  (C,) bytes     duration.npy (N, 1) or (N,) seconds
+      segments.npy   object (N,): per video [[start_s, end_s], ...]
+      labels.npy     object (N,): per video [name, ...] aligned with segments
+      Ambiguous_test.txt            # optional: "vid  start end" per line
+
+Columns ``[:D]`` of a feature array are RGB, ``[D:]`` flow.  THUMOS14 subsets
+are ``validation`` (= train, 200) and ``test`` (212); ActivityNet 1.2 uses
+``training`` (= train) and ``validation`` (= test).
+
+Pickle.  ``segments.npy``, ``labels.npy`` and ``labels_all.npy`` hold ragged
+lists and the joint feature file holds ragged (n_i, 2D) arrays: numpy can
+only store those as pickled object arrays, so that is how the release ships
+them and they cannot be read without unpickling.  Unpickling runs code chosen
+by the file's author, so ``allow_pickle=True`` is used for those exact file
+names only (``PICKLED_ANNOTATIONS`` and ``JOINT_FEATURE_FILES``) and every
+unpickled element is checked to be what the format says (lists of pairs of
+numbers / strings; float ndarrays of shape (n, 2D)).  Every other file is
+read with ``allow_pickle=False``.  Only open releases you trust; to avoid
+unpickling altogether, convert once (``case_jax.data.writers``) to the
+BaS-Net or ACM-Net layout, whose files are plain arrays.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+from typing import Optional, Sequence
+
+import numpy as np
+
+from case_jax.data.generic import SourceDataset, VideoSource
+from case_jax.data.thumos_layout import (GtVideo, LayoutError, LayoutWarning,
+                                         _name_some)
+
+JOINT_SUFFIX = "-I3D-JOINTFeatures.npy"
+KNOWN_NAMES = ("Thumos14reduced", "ActivityNet1.2")
+JOINT_FEATURE_FILES = tuple(n + JOINT_SUFFIX for n in KNOWN_NAMES)
+PICKLED_ANNOTATIONS = ("segments.npy", "labels.npy", "labels_all.npy")
+AMBIGUOUS_FILE = "Ambiguous_test.txt"
+SPLITS = ("train", "test")
+
+
+def _hint(root: str) -> str:
+  return (f"expected {root}/<NAME>{JOINT_SUFFIX} and {root}/<NAME>-Annotations/"
+          "{videoname,subset,classlist,duration,segments,labels}.npy with NAME "
+          f"one of {list(KNOWN_NAMES)} (the W-TALC release)")
+
+
+def find_name(root: str | os.PathLike) -> str:
+  """The release NAME of a W-TALC root (from its joint feature file)."""
+  root = os.fspath(root)
+  found = sorted(os.path.basename(p)[:-len(JOINT_SUFFIX)]
+                 for p in glob.glob(os.path.join(root, "*" + JOINT_SUFFIX)))
+  if len(found) != 1:
+    raise LayoutError(f"{root}: found {len(found)} joint feature files "
+                      f"{found}; {_hint(root)}. Pass name= to choose one")
+  return found[0]
+
+
+def _load_plain(path: str) -> np.ndarray:
+  if not os.path.isfile(path):
+    raise LayoutError(f"{path}: annotation file not found; "
+                      f"{_hint(os.path.dirname(os.path.dirname(path)))}")
+  try:
+    return np.load(path, allow_pickle=False)
+  except ValueError as e:
+    raise LayoutError(f"{path}: not a plain array ({e}); only "
+                      f"{list(PICKLED_ANNOTATIONS)} may be object arrays") \
+        from None
+
+
+def _load_pickled(path: str, allowed: Sequence[str]) -> np.ndarray:
+  """np.load with pickle, for the known ragged files of the format only."""
+  if os.path.basename(path) not in allowed:
+    raise LayoutError(f"{path}: refusing to unpickle a file that is not one "
+                      f"of {list(allowed)}")
+  if not os.path.isfile(path):
+    raise LayoutError(f"{path}: file not found; "
+                      f"{_hint(os.path.dirname(os.path.dirname(path)))}")
+  arr = np.load(path, allow_pickle=True, encoding="bytes")
+  if arr.ndim != 1:
+    raise LayoutError(f"{path}: shape {arr.shape}, expected one entry per "
+                      "video (1-D object array)")
+  return arr
+
+
+def _text(value) -> str:
+  return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _strings(path: str) -> list[str]:
+  arr = _load_plain(path)
+  if arr.ndim != 1 or arr.dtype.kind not in "SU":
+    raise LayoutError(f"{path}: dtype {arr.dtype} shape {arr.shape}; expected "
+                      "a 1-D array of strings")
+  return [_text(v) for v in arr]
+
+
+def _segments(value, path: str, vid: str) -> list[tuple[float, float]]:
+  out = []
+  for seg in list(value):
+    try:
+      start, end = (float(x) for x in seg)
+    except (TypeError, ValueError):
+      raise LayoutError(f"{path}: video '{vid}' has segment {seg!r}; each "
+                        "must be [start_s, end_s] in seconds") from None
+    if not (np.isfinite(start) and np.isfinite(end)) or end < start:
+      raise LayoutError(f"{path}: video '{vid}' has segment [{start}, {end}]; "
+                        "bounds must be finite with end >= start")
+    out.append((start, end))
+  return out
+
+
+def read_annotations(folder: str | os.PathLike) -> dict:
+  """Reads a ``NAME-Annotations`` folder.
+
+  Returns {"videoname": [N], "subset": [N], "classlist": (C,),
+  "duration": (N,) float64, "gt": {video_id: GtVideo}} in index order.
+  """
+  folder = os.fspath(folder)
+  f = lambda name: os.path.join(folder, name)
+  names = _strings(f("videoname.npy"))
+  subsets = _strings(f("subset.npy"))
+  classlist = tuple(_strings(f("classlist.npy")))
+  duration = _load_plain(f("duration.npy")).astype(np.float64).reshape(-1)
+  segments = _load_pickled(f("segments.npy"), PICKLED_ANNOTATIONS)
+  labels = _load_pickled(f("labels.npy"), PICKLED_ANNOTATIONS)
+  n = len(names)
+  for file, arr in ((f("subset.npy"), subsets), (f("duration.npy"), duration),
+                    (f("segments.npy"), segments), (f("labels.npy"), labels)):
+    if len(arr) != n:
+      raise LayoutError(f"{file}: {len(arr)} entries but videoname.npy has "
+                        f"{n}; the annotation arrays must be aligned by index")
+  gt = {}
+  for i, vid in enumerate(names):
+    if vid in gt:
+      raise LayoutError(f"{f('videoname.npy')}: video '{vid}' appears twice")
+    segs = _segments(segments[i], f("segments.npy"), vid)
+    labs = [_text(x) for x in list(labels[i])]
+    if len(labs) != len(segs):
+      raise LayoutError(f"{f('labels.npy')}: video '{vid}' has {len(labs)} "
+                        f"labels for {len(segs)} segments in segments.npy; "
+                        "they must be aligned")
+    d = float(duration[i])
+    gt[vid] = GtVideo(subset=subsets[i], duration=d if np.isfinite(d) else None,
+                      annotations=tuple((s, e, lab) for (s, e), lab
+                                        in zip(segs, labs)))
+  return {"videoname": names, "subset": subsets, "classlist": classlist,
+          "duration": duration, "gt": gt}
+
+
+def read_ambiguous(path: str | os.PathLike) -> dict[str, tuple]:
+  """Ambiguous_test.txt -> {video_id: ((start_s, end_s), ...)}.
+
+  Fields are split on any whitespace (the release has double spaces).
+  """
+  path = os.fspath(path)
+  out: dict[str, list] = {}
+  if not os.path.isfile(path):
+    return {}
+  with open(path) as fh:
+    for k, line in enumerate(fh, 1):
+      parts = line.split()
+      if not parts:
+        continue
+      if len(parts) != 3:
+        raise LayoutError(f"{path}: line {k} {line.strip()!r}; expected "
+                          "'video_id start_s end_s'")
+      out.setdefault(parts[0], []).append((float(parts[1]), float(parts[2])))
+  return {v: tuple(x) for v, x in out.items()}
+
+
+def read_joint_features(path: str | os.PathLike) -> np.ndarray:
+  """The joint feature file: (N,) object array of (n_i, 2D) float arrays."""
+  path = os.fspath(path)
+  arr = _load_pickled(path, JOINT_FEATURE_FILES)
+  return arr
+
+
+def split_subsets(subsets: Sequence[str]) -> dict[str, tuple[str, ...]]:
+  """Subset names of each split: ActivityNet (training/validation) or
+  THUMOS14 (validation/test)."""
+  if "training" in set(subsets):
+    return {"train": ("training",), "test": ("validation",)}
+  return {"train": ("validation", "train"), "test": ("test",)}
+
+
+def _joint_source(vid, gt, joint, i, path) -> VideoSource:
+  def get():
+    a = joint[i]
+    if not isinstance(a, np.ndarray) or a.ndim != 2 or a.dtype.kind != "f" \
+        or a.shape[1] % 2:
+      desc = (f"{type(a).__name__} {getattr(a, 'dtype', '')} "
+              f"{getattr(a, 'shape', '')}")
+      raise LayoutError(f"{path}: entry {i} (video '{vid}') is {desc}; each "
+                        "entry must be a float ndarray (n, 2D), rgb columns "
+                        "first; regenerate this video's features")
+    return a
+  def probe():
+    a = get()
+    d = a.shape[1] // 2
+    return (a.shape[0], d), (a.shape[0], d)
+  def load():
+    a = get()
+    d = a.shape[1] // 2
+    return a[:, :d], a[:, d:]
+  return VideoSource(video_id=vid, gt=gt, file=f"{path}[{i}]", probe=probe,
+                     load=load)
+
+
+class WTALCDataset(SourceDataset):
+  """One split of a W-TALC root, as a sequence of ``VideoRecord``s.
+
+  Args:
+    root: folder holding NAME-I3D-JOINTFeatures.npy and NAME-Annotations/.
+    split: "train" or "test".
+    classes: class order; None = classlist.npy (the release order).
+    feature_dim: expected D per stream (1024); None = inferred.
+    eager: check every video's values now (default: they are in memory
+      anyway, the joint file being one pickle).
+    on_error: "raise" or "skip" (``generic.SourceDataset``).
+    name: the release NAME; None = the one joint feature file in root.
+    subsets: subset names of this split; None = ``split_subsets``.
+
+  Attributes (beyond SourceDataset's): name, ambiguous {vid: ((s, e), ...)}.
+  """
+
+  def __init__(self, root: str | os.PathLike, split: str, *,
+               classes: Optional[Sequence[str]] = None,
+               feature_dim: Optional[int] = None, eager: bool = True,
+               on_error: str = "raise", name: Optional[str] = None,
+               subsets: Optional[Sequence[str]] = None):
+    if split not in SPLITS:
+      raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    self.root, self.split = os.fspath(root), split
+    self.name = name or find_name(root)
+    if self.name + JOINT_SUFFIX not in JOINT_FEATURE_FILES:
+      raise LayoutError(f"{os.path.join(self.root, self.name + JOINT_SUFFIX)}"
+                        ": refusing to unpickle a feature file not named "
+                        f"one of {list(JOINT_FEATURE_FILES)} (the W-TALC "
+                        "releases); rename it only if it is one of them")
+    ann_dir = os.path.join(self.root, self.name + "-Annotations")
+    ann = read_annotations(ann_dir)
+    joint_path = os.path.join(self.root, self.name + JOINT_SUFFIX)
+    if not os.path.isfile(joint_path):
+      raise LayoutError(f"{joint_path}: joint feature file not found; "
+                        f"{_hint(self.root)}")
+    joint = read_joint_features(joint_path)
+    if len(joint) != len(ann["videoname"]):
+      raise LayoutError(f"{joint_path}: {len(joint)} videos but "
+                        f"{ann_dir}/videoname.npy lists "
+                        f"{len(ann['videoname'])}; features and annotations "
+                        "must be aligned by index (same release?)")
+    wanted = tuple(subsets or split_subsets(ann["subset"])[split])
+    index = [i for i, s in enumerate(ann["subset"]) if s in wanted]
+    if not index:
+      raise LayoutError(f"{ann_dir}/subset.npy: no video has subset "
+                        f"{list(wanted)} (found {sorted(set(ann['subset']))}); "
+                        "pass subsets= for this release")
+    self.ambiguous = read_ambiguous(os.path.join(ann_dir, AMBIGUOUS_FILE))
+    stray = sorted(set(self.ambiguous) - set(ann["gt"]))
+    if stray:
+      # The THUMOS14 release lists video_test_0001292, absent from its
+      # videoname.npy: harmless (an evaluator only looks up listed videos).
+      warnings.warn(f"{ann_dir}/{AMBIGUOUS_FILE}: videos {_name_some(stray)} "
+                    "are not in videoname.npy; their ambiguous intervals are "
+                    "unused", LayoutWarning, stacklevel=2)
+    names = ann["videoname"]
+    sources = [_joint_source(names[i], ann["gt"][names[i]], joint, i,
+                             joint_path) for i in index]
+    super().__init__(sources, ann["classlist"] if classes is None else classes,
+                     feature_dim=feature_dim, eager=eager, on_error=on_error,
+                     origin=f"{self.root} ({self.name}, {split})")

@@ -1,0 +1,88 @@
+"""TFDS array_record builders: prepared data read back like the raw layouts.
+
+Skipped unless the optional `data` extra (tensorflow-datasets) is installed;
+never needs TensorFlow.
+"""
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+from case_jax.data import (LAYOUTS, LayoutWarning, eval_batches,  # noqa: E402
+                           open_dataset, train_batch, write_layout)
+from case_jax.data import tfds_builders as tb  # noqa: E402
+from case_jax.data.prepare import main as prepare_main  # noqa: E402
+from tests.test_data_layouts_more import needs_real, real_videos  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+  """The real-annotation fixture in each layout, prepared per layout."""
+  videos = [v for v in real_videos(max_snippets=60)]
+  tmp = tmp_path_factory.mktemp("tfds")
+  data_dir = str(tmp / "tfds")
+  raws = {}
+  for layout in LAYOUTS:
+    raws[layout] = str(tmp / layout)
+    write_layout(layout, raws[layout], videos)
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", LayoutWarning)
+      assert prepare_main(["--dataset=thumos14", f"--layout={layout}",
+                           f"--manual_dir={raws[layout]}",
+                           f"--data_dir={data_dir}"]) == 0
+  return raws, data_dir
+
+
+def quiet_raw(root, split, layout):
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", LayoutWarning)
+    return open_dataset(root, split, layout)
+
+
+@needs_real
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_tfds_reads_back_identically(prepared, layout):
+  raws, data_dir = prepared
+  for split in ("train", "test"):
+    ds = tb.TFDSDataset(f"thumos14/{layout}", split, data_dir=data_dir)
+    raw = quiet_raw(raws["basnet"], split, "basnet")
+    assert ds.video_ids == raw.video_ids and ds.classes == raw.classes
+    np.testing.assert_array_equal(ds.lengths, raw.lengths)
+    np.testing.assert_array_equal(ds.labels(), raw.labels())
+    for a, b in zip(ds, raw):
+      np.testing.assert_array_equal(a.rgb, b.rgb)
+      np.testing.assert_array_equal(a.flow, b.flow)
+      assert a.segments == b.segments and a.duration == b.duration
+  train = tb.TFDSDataset(f"thumos14/{layout}", "train", data_dir=data_dir)
+  raw = quiet_raw(raws[layout], "train", layout)
+  for step in (0, 12):
+    x = train_batch(train, step, seed=5, batch_size=16, num_segments=30)
+    y = train_batch(raw, step, seed=5, batch_size=16, num_segments=30)
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+  test = tb.TFDSDataset(f"thumos14/{layout}", "test", data_dir=data_dir)
+  x = next(eval_batches(test, num_segments=20, batch_size=3))
+  y = next(eval_batches(quiet_raw(raws[layout], "test", layout),
+                        num_segments=20, batch_size=3))
+  for k in x:
+    np.testing.assert_array_equal(x[k], y[k])
+
+
+@needs_real
+def test_tfds_fresh_process_without_tensorflow(prepared):
+  _, data_dir = prepared
+  code = (
+      "import sys, tensorflow_datasets as tfds\n"
+      f"s = tfds.data_source('thumos14/acmnet', split='test[:3]', "
+      f"data_dir={data_dir!r})\n"
+      "print(len(s), s[0]['video_id'].decode())\n"
+      "assert 'tensorflow' not in sys.modules\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, check=True,
+                       env={**os.environ, "PYTHONPATH": ""})
+  assert out.stdout.split() == ["3", "video_test_0000896"]
