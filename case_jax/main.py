@@ -14,15 +14,16 @@ config_flags.DEFINE_config_file("config", None, "Path to a configs/<dataset>.py.
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Checkpoints, metrics and outputs go here; "
                     "an existing checkpoint is resumed.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict"],
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "inspect"],
                   "train: train (and evaluate) into --workdir; evaluate: the "
                   "latest checkpoint in --workdir on the test split -> "
                   "<workdir>/eval/; predict: detections for --features -> "
-                  "<workdir>/predict/.")
+                  "<workdir>/predict/; inspect: statistics and problems of "
+                  "the dataset at data.root (no training).")
 flags.DEFINE_string("features", None, "--mode=predict: a folder with "
                     "rgb/<video>.npy and flow/<video>.npy (n, D) feature files.")
 flags.DEFINE_bool("verbose", False, "Show library INFO logs (Orbax, JAX).")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
@@ -30,6 +31,11 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS.verbose:  # Orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
+  if FLAGS.mode == "inspect":
+    from case_jax.data.inspect import inspect_config
+    raise SystemExit(inspect_config(FLAGS.config))
+  if not FLAGS.workdir:
+    raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir")
   if FLAGS.mode == "train":
     train.train(FLAGS.config, FLAGS.workdir)
   elif FLAGS.mode == "evaluate":
