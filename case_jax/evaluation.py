@@ -227,8 +227,13 @@ def _decode(values) -> list:
 
 
 def _load_wtalc_array(directory: str, name: str) -> np.ndarray:
-  return np.load(os.path.join(directory, name),
-                 allow_pickle=name in _WTALC_PICKLED)
+  # Object arrays go through the restricted unpickler: numpy's array
+  # reconstruction only, never arbitrary pickle code.
+  from case_jax.data.safe_pickle import load_object_npy
+  path = os.path.join(directory, name)
+  if name in _WTALC_PICKLED:
+    return load_object_npy(path)
+  return np.load(path, allow_pickle=False)
 
 
 def load_wtalc_annotations(directory: str, subset: str = "test") -> GroundTruth:

@@ -19,14 +19,18 @@ are ``validation`` (= train, 200) and ``test`` (212); ActivityNet 1.2 uses
 Pickle.  ``segments.npy``, ``labels.npy`` and ``labels_all.npy`` hold ragged
 lists and the joint feature file holds ragged (n_i, 2D) arrays: numpy can
 only store those as pickled object arrays, so that is how the release ships
-them and they cannot be read without unpickling.  Unpickling runs code chosen
-by the file's author, so ``allow_pickle=True`` is used for those exact file
-names only (``PICKLED_ANNOTATIONS`` and ``JOINT_FEATURE_FILES``) and every
-unpickled element is checked to be what the format says (lists of pairs of
-numbers / strings; float ndarrays of shape (n, 2D)).  Every other file is
-read with ``allow_pickle=False``.  Only open releases you trust; to avoid
-unpickling altogether, convert once (``case_jax.data.writers``) to the
-BaS-Net or ACM-Net layout, whose files are plain arrays.
+them and they cannot be read without unpickling.  The stock unpickler
+(``np.load(..., allow_pickle=True)``) runs code chosen by the file's author,
+so it is never used: those exact file names only (``PICKLED_ANNOTATIONS`` and
+``JOINT_FEATURE_FILES``) are read with ``safe_pickle.load_object_npy``,
+whose unpickler resolves nothing but numpy's own array / dtype / scalar
+constructors and raises ``safe_pickle.UnsafePickleError`` on any other
+global (``os.system``, ...) before calling it.  Every unpickled element is
+then checked to be what the format says (lists of pairs of numbers /
+strings; float ndarrays of shape (n, 2D), never arrays of Python objects).
+Every other file is read with ``allow_pickle=False``.  To avoid unpickling
+altogether, convert once (``case_jax.data.writers``) to the BaS-Net or
+ACM-Net layout, whose files are plain arrays.
 """
 from __future__ import annotations
 
@@ -38,6 +42,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from case_jax.data.generic import SourceDataset, VideoSource
+from case_jax.data.safe_pickle import (NpyFormatError, UnsafePickleError,
+                                       check_float_arrays, load_object_npy)
 from case_jax.data.thumos_layout import (GtVideo, LayoutError, LayoutWarning,
                                          _name_some)
 
@@ -79,14 +85,21 @@ def _load_plain(path: str) -> np.ndarray:
 
 
 def _load_pickled(path: str, allowed: Sequence[str]) -> np.ndarray:
-  """np.load with pickle, for the known ragged files of the format only."""
+  """The known ragged files of the format only, unpickled with the
+  restricted unpickler of ``safe_pickle`` (UnsafePickleError on any global
+  beyond numpy's array constructors)."""
   if os.path.basename(path) not in allowed:
     raise LayoutError(f"{path}: refusing to unpickle a file that is not one "
                       f"of {list(allowed)}")
   if not os.path.isfile(path):
     raise LayoutError(f"{path}: file not found; "
                       f"{_hint(os.path.dirname(os.path.dirname(path)))}")
-  arr = np.load(path, allow_pickle=True, encoding="bytes")
+  try:
+    arr = load_object_npy(path, encoding="bytes")
+  except UnsafePickleError:
+    raise
+  except NpyFormatError as e:
+    raise LayoutError(str(e)) from None
   if arr.ndim != 1:
     raise LayoutError(f"{path}: shape {arr.shape}, expected one entry per "
                       "video (1-D object array)")
@@ -183,6 +196,13 @@ def read_joint_features(path: str | os.PathLike) -> np.ndarray:
   """The joint feature file: (N,) object array of (n_i, 2D) float arrays."""
   path = os.fspath(path)
   arr = _load_pickled(path, JOINT_FEATURE_FILES)
+  # Arrays of Python objects inside are refused now; other bad entries
+  # (a string, a 1-D array) are reported per video when read, so that
+  # on_error="skip" can drop just that video.
+  try:
+    check_float_arrays(arr, path, ndim=2, on_bad=lambda i, a: None)
+  except NpyFormatError as e:
+    raise LayoutError(str(e)) from None
   return arr
 
 
