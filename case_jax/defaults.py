@@ -28,6 +28,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.layout = "basnet"        # feature release layout: "basnet" (BaS-Net/ASL/
                                   # CASE per-video rgb/flow), "wtalc" (W-TALC /
                                   # CO2-Net joint .npy), "acmnet" (ACM-Net 2048-d)
+  c.data.on_error = "raise"       # "raise" | "skip" (wtalc/acmnet: bad videos are
+                                  # skipped and each one is reported)
   c.data.num_segments = 750       # T; paper E.3 / notes §2.1: 750 THUMOS, 50 ANet
   c.data.fps = 25.0               # notes §4: features at 25 fps
   c.data.snippet_frames = 16      # notes §4: 16-frame snippets
