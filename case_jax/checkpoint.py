@@ -2,23 +2,111 @@
 
 A save writes the whole TrainState (params, optimiser state, step, Q^R, RNG)
 and a JSON side record (the data position).  Orbax commits a step directory
-only once it is complete, so a crash mid-save leaves the previous checkpoint
-as the latest; ``restore_latest`` then resumes from it.
+only once it is complete (it writes ``<step>.orbax-checkpoint-tmp-*`` and
+renames it), so a crash mid-save leaves the previous checkpoint as the
+latest; ``restore_latest`` then resumes from it.  A committed checkpoint that
+fails to restore (damaged files) is skipped with a warning and the next older
+one is used.
+
+Preemption (TPU preemption, SLURM requeue, Ctrl-C): ``PreemptionGuard``
+turns the first SIGTERM/SIGINT into a flag that the train loop checks at each
+step boundary; the loop then saves a checkpoint of that step, waits for Orbax
+to commit it and raises ``Preempted`` -- a ``SystemExit`` with exit status
+``PREEMPTED_EXIT_CODE`` (75, EX_TEMPFAIL: "try again"), so an uncaught one
+ends ``python -m case_jax.main`` cleanly with that status and no traceback.
+Rerunning the same command resumes the identical trajectory.  A second
+signal of the same kind while the flag is pending acts as the default
+(SIGINT -> KeyboardInterrupt, SIGTERM -> terminate) for an impatient user.
 """
 from __future__ import annotations
 
 import os
+import signal
+import threading
+import warnings
 from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
+
+PREEMPTED_EXIT_CODE = 75  # os.EX_TEMPFAIL
+
+
+class Preempted(SystemExit):
+  """Raised by ``train.train`` after a signal-triggered checkpoint.
+
+  ``.code`` is ``PREEMPTED_EXIT_CODE``; ``.step`` the step saved;
+  ``.signal`` the signal number received.
+  """
+
+  def __init__(self, step: int, signum: Optional[int] = None):
+    super().__init__(PREEMPTED_EXIT_CODE)
+    self.step = step
+    self.signal = signum
+
+  def __str__(self):
+    name = signal.Signals(self.signal).name if self.signal else "signal"
+    return (f"preempted by {name}: checkpoint saved at step {self.step}; rerun "
+            f"the same command to resume (exit status {PREEMPTED_EXIT_CODE})")
+
+
+class PreemptionGuard:
+  """Context manager: records SIGTERM/SIGINT instead of dying mid-step.
+
+  ``guard.requested`` is True once a signal arrived (``guard.signum`` says
+  which).  In a multi-process run use ``should_stop()``: it agrees across
+  processes (any process signalled -> all stop at the same step).  Outside
+  the main thread (signal handlers cannot be installed) it is inert.
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self, signals=SIGNALS):
+    self.signals = tuple(signals)
+    self.signum: Optional[int] = None
+    self._previous: dict = {}
+
+  @property
+  def requested(self) -> bool:
+    return self.signum is not None
+
+  def _handle(self, signum, frame):
+    if self.signum == signum:  # second time: behave as without the guard
+      previous = self._previous.get(signum, signal.SIG_DFL)
+      signal.signal(signum, previous)
+      if callable(previous):
+        previous(signum, frame)
+      else:
+        os.kill(os.getpid(), signum)
+      return
+    self.signum = signum
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for s in self.signals:
+        self._previous[s] = signal.signal(s, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for s, previous in self._previous.items():
+      signal.signal(s, previous if previous is not None else signal.SIG_DFL)
+    self._previous.clear()
+    return False
+
+  def should_stop(self) -> bool:
+    """``requested``, or-reduced over processes when there are several."""
+    if jax.process_count() == 1:
+      return self.requested
+    from case_jax import distributed
+    return distributed.any_process(self.requested)
 
 
 class Checkpointer:
   """A thin CheckpointManager: save(state, meta), restore_latest(template)."""
 
   def __init__(self, directory: str, keep: int = 3):
-    self.directory = os.path.abspath(directory)
+    # local paths absolute (Orbax wants that); URLs (gs://...) as given
+    self.directory = directory if "://" in directory else os.path.abspath(directory)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, enable_async_checkpointing=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
@@ -26,12 +114,18 @@ class Checkpointer:
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
-  def save(self, state: Any, meta: dict) -> None:
+  def all_steps(self) -> list[int]:
+    """Committed steps, oldest first (uncommitted tmp directories excluded)."""
+    return sorted(self._manager.all_steps())
+
+  def save(self, state: Any, meta: dict) -> bool:
+    """Starts an async save of ``meta['step']``; False if it already exists."""
     step = int(meta["step"])
     if self._manager.latest_step() == step:
-      return  # already saved (e.g. a resume that had nothing left to run)
+      return False  # already saved (e.g. a resume that had nothing left to run)
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    return True
 
   def restore(self, step: int, template: Any) -> tuple[Any, dict]:
     """Restores ``step`` into the structure and dtypes of ``template``."""
@@ -41,11 +135,29 @@ class Checkpointer:
     return out.state, out.meta
 
   def restore_latest(self, template: Any) -> tuple[Any, Optional[dict]]:
-    """(latest state, its meta), or (template, None) when there is none."""
-    step = self._manager.latest_step()
-    if step is None:
-      return template, None
-    return self.restore(step, template)
+    """(latest restorable state, its meta), or (template, None) when there is
+    no checkpoint.  A checkpoint that fails to restore is skipped with a
+    warning (the next older one is tried); if every one fails the newest
+    error is raised -- silently restarting from scratch would be worse."""
+    steps = self.all_steps()
+    first_error = None
+    for step in reversed(steps):
+      try:
+        state, meta = self.restore(step, template)
+      except Exception as e:  # damaged files: any reader error
+        first_error = first_error or e
+        warnings.warn(f"checkpoint step {step} in {self.directory} could not "
+                      f"be restored ({type(e).__name__}: {str(e)[:300]}); "
+                      "falling back to the previous checkpoint.", RuntimeWarning)
+        continue
+      if meta is not None and int(meta.get("step", step)) != step:
+        warnings.warn(f"checkpoint step {step}: meta says step {meta.get('step')}",
+                      RuntimeWarning)
+      return state, meta
+    if first_error is not None:
+      raise RuntimeError(f"no checkpoint in {self.directory} could be restored "
+                         f"(tried steps {steps[::-1]})") from first_error
+    return template, None
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

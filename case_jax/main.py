@@ -7,7 +7,7 @@ Variants:  --config=configs/thumos14.py:paper (the paper's values where it and
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from case_jax import runs, train
+from case_jax import distributed, runs, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a configs/<dataset>.py.",
@@ -27,6 +27,7 @@ flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
+  distributed.maybe_initialize()  # multi-host: before any JAX backend use
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS.verbose:  # Orbax logs every save at INFO

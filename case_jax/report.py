@@ -18,11 +18,17 @@ from case_jax import detection, evaluation, export, inference, plots
 
 
 def load_test_ground_truth(root: str, cfg) -> evaluation.GroundTruth:
+  """gt.json in ``root`` or, for the W-TALC layout, its annotation arrays."""
   path = os.path.join(root, "gt.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} is missing: evaluation needs the ground "
-                            "truth gt.json next to the split files.")
-  return evaluation.load_gt_json(path, subset=cfg.eval.gt_subset)
+  if os.path.exists(path):
+    return evaluation.load_gt_json(path, subset=cfg.eval.gt_subset)
+  if cfg.data.layout == "wtalc":
+    dirs = sorted(d for d in os.listdir(root) if d.endswith("-Annotations"))
+    if dirs:
+      return evaluation.load_wtalc_annotations(os.path.join(root, dirs[0]),
+                                               subset=cfg.eval.gt_subset)
+  raise FileNotFoundError(f"{path} is missing: evaluation needs the ground "
+                          "truth (gt.json, or the W-TALC *-Annotations folder).")
 
 
 def evaluate_state(test_set, model, params, q_r, cfg, gt, *,
@@ -37,7 +43,14 @@ def evaluate_state(test_set, model, params, q_r, cfg, gt, *,
   names = list(test_set.classes)
   named = {vid: [dict(d, label=names[d["label"]]) for d in ds]
            for vid, ds in dets.items()}
-  results = detection.to_result_json(dets, names)
+  # The official evaluator rejects labels absent from the GT subset; a small
+  # test split can lack a class the model still predicts.  Those detections
+  # cannot change the mAP (it averages over GT classes), so they are left
+  # out of scoring here (they stay in the written detections).
+  scored = set(gt.class_names)
+  results = detection.to_result_json(
+      {vid: [d for d in ds if names[d["label"]] in scored] for vid, ds in dets.items()},
+      names)
   found = evaluation.detections_from_results(results, source="<model detections>")
   result = evaluation.evaluate_detections(
       gt, found, np.asarray(cfg.eval.tiou_thresholds, np.float64),

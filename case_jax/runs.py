@@ -40,7 +40,8 @@ def evaluate(cfg, workdir: str, stream=None) -> dict:
   workdir = os.path.abspath(workdir)
   model, state, info = load_trained(cfg, workdir)
   root = train.resolve_data_root(cfg, workdir)
-  test_set = data_lib.WTALDataset(root, "test", classes=info["classes"])
+  test_set = train.open_split(cfg, root, "test", classes=info["classes"],
+                              stream=stream)
   gt = report.load_test_ground_truth(root, cfg)
   out = report.evaluate_state(test_set, model, state.params, state.q_r, cfg, gt,
                               keep_scores=True)

@@ -229,15 +229,34 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *,
   os.makedirs(workdir, exist_ok=True)
   devices = devices or jax.local_devices()
   stream = stream or sys.stdout
+  # ---- multi-process (jax.distributed): the step runs over every
+  # process's devices and each process feeds only its rows of the global batch.
+  from case_jax import distributed as dist_lib
+  if jax.process_count() > 1:
+    devices = jax.devices()
+    put_state = lambda s: dist_lib.replicate_global(s, devices, AXIS)
+    put_batch = lambda b: dist_lib.shard_global_batch(b, devices, AXIS, DEVICE_KEYS)
+    get_state = dist_lib.first_replica
+    host_metrics = lambda m: {k: float(v) for k, v in get_state(m).items()}
+  else:
+    put_state = lambda s: replicate(s, devices)
+    put_batch = lambda b: shard_batch(b, devices)
+    get_state, host_metrics = unreplicate, _host_metrics
+  primary = jax.process_index() == 0   # writes the logs and runs evaluations
 
   # ---- Data ------------------------------------------------------------------
   root = None
   if train_set is None:
+    # one process generates synthetic data; the others wait for it
+    if not primary:
+      dist_lib.barrier()
     root = resolve_data_root(cfg, workdir)
-    train_set = data_lib.WTALDataset(root, "train")
+    if primary and jax.process_count() > 1:
+      dist_lib.barrier()
+    train_set = open_split(cfg, root, "train", stream=stream)
   record = train_set[0]
   num_classes = len(train_set.classes)
-  evaluator = _Evaluator.maybe(cfg, root, train_set, stream)
+  evaluator = _Evaluator.maybe(cfg, root, train_set, stream) if primary else None
   _write_run_info(workdir, train_set)
 
   # ---- Model, optimiser, state -----------------------------------------------
@@ -254,34 +273,53 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *,
 
   # ---- Train -------------------------------------------------------------------
   step_fn = parallel_step(model, tx, cfg, devices, cfg.parallel)
-  rstate = replicate(state, devices)
+  rstate = put_state(state)
   start = int(state.step)
   progress = Progress(cfg.num_steps, start, stream, cfg.log_every)
   log_path = os.path.join(workdir, "metrics.jsonl")
   metrics = {}
-  with open(log_path, "a") as log:
-    for step in range(start, cfg.num_steps):
-      batch = data_lib.train_batch(train_set, step, seed=cfg.seed,
-                                   batch_size=cfg.batch_size,
-                                   num_segments=cfg.data.num_segments)
-      rstate, rmetrics = step_fn(rstate, shard_batch(batch, devices))
+  # ---- preemption: SIGTERM/SIGINT -> checkpoint at the step boundary
+  guard = ckpt_lib.PreemptionGuard()
+  from case_jax import tracking
+  board = tracking.ScalarWriter(os.path.join(workdir, "tensorboard")) if primary else None
+  # Batches are a pure function of (seed, step); a background thread reads
+  # the next ones while the device computes.
+  batches = data_lib.Prefetcher(
+      lambda s: data_lib.train_batch(train_set, s, seed=cfg.seed,
+                                     batch_size=cfg.batch_size,
+                                     num_segments=cfg.data.num_segments),
+      range(start, cfg.num_steps))
+  with open(log_path if primary else os.devnull, "a") as log, guard, batches:
+    for step, batch in zip(range(start, cfg.num_steps), batches):
+      rstate, rmetrics = step_fn(rstate, put_batch(batch))
       # A host sync every step: cheap here, and simulated multi-device CPU
       # runs hang without one (jax_stack_notes.md).
-      metrics = _host_metrics(rmetrics)
+      metrics = host_metrics(rmetrics)
       _check_finite(metrics, step + 1)
       done = step + 1
       if done % cfg.log_every == 0 or done == cfg.num_steps:
         log.write(json.dumps({"step": done, **metrics}) + "\n")
         log.flush()
+        if board:
+          board.write(done, metrics)
       progress.update(done, metrics)
       if done % cfg.checkpoint_every == 0 and done < cfg.num_steps:
-        manager.save(unreplicate(rstate), meta=_meta(cfg, done))
+        manager.save(get_state(rstate), meta=_meta(cfg, done))
       if (evaluator and cfg.eval_every and done % cfg.eval_every == 0
           and done < cfg.num_steps):
-        evaluator.run(model, unreplicate(rstate), done, log)
+        scalars = evaluator.run(model, get_state(rstate), done, log)["scalars"]
+        board.write(done, scalars)
+      # ---- preemption: save this step, wait for the commit, exit
+      if guard.should_stop() and done < cfg.num_steps:
+        manager.save(get_state(rstate), meta=_meta(cfg, done))
+        manager.wait()
+        stream.write(f"\nPreempted at step {done}: checkpoint saved in "
+                     f"{manager.directory}; rerun to resume.\n")
+        stream.flush()
+        raise ckpt_lib.Preempted(done, guard.signum)
 
   # ---- Final save and evaluation -------------------------------------------------
-  final = unreplicate(rstate)
+  final = get_state(rstate)
   manager.save(final, meta=_meta(cfg, int(final.step)))
   manager.wait()
   summary = {"state": final, "metrics": metrics, "workdir": workdir,
@@ -291,6 +329,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *,
       final_eval = evaluator.run(model, final, int(final.step), log, final=True)
     summary["eval"] = final_eval
     summary["metrics"] = {**metrics, **final_eval["scalars"]}
+    board.write(int(final.step), final_eval["scalars"])
+  if board:
+    board.close()
     evaluator.report(workdir, final_eval, int(final.step))
   try:
     from case_jax import plots
@@ -314,10 +355,13 @@ class _Evaluator:
     from case_jax import report
     if root is None:
       return None
-    if not os.path.exists(os.path.join(root, "split_test.txt")):
-      stream.write(f"No test split in {root}: training without evaluation.\n")
+    try:
+      test_set = open_split(cfg, root, "test", classes=train_set.classes,
+                            stream=stream)
+    except (FileNotFoundError, data_lib.LayoutError) as e:
+      stream.write(f"No usable test split in {root} ({e}): training without "
+                   "evaluation.\n")
       return None
-    test_set = data_lib.WTALDataset(root, "test", classes=train_set.classes)
     return cls(cfg, root, test_set, report.load_test_ground_truth(root, cfg), stream)
 
   def run(self, model, state, step, log, final=False):
@@ -390,6 +434,17 @@ def _check_finite(metrics: dict, step: int) -> None:
 def _write_config(cfg, workdir: str) -> None:
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(cfg.to_json_best_effort(indent=2))
+
+
+def open_split(cfg, root: str, split: str, classes=None, stream=None):
+  """One split in ``cfg.data.layout``; skipped videos (data.on_error="skip")
+  are reported, never dropped silently."""
+  from case_jax import data as data_lib
+  ds = data_lib.open_dataset(root, split, cfg.data.layout, classes,
+                             on_error=cfg.data.on_error)
+  for vid, why in getattr(ds, "skipped", ()):
+    (stream or sys.stdout).write(f"skipped {split} video {vid}: {why}\n")
+  return ds
 
 
 def resolve_data_root(cfg, workdir: str) -> str:
