@@ -27,7 +27,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.dataset = "thumos14"
   c.data.layout = "basnet"        # feature release layout: "basnet" (BaS-Net/ASL/
                                   # CASE per-video rgb/flow), "wtalc" (W-TALC /
-                                  # CO2-Net joint .npy), "acmnet" (ACM-Net 2048-d)
+                                  # CO2-Net joint .npy), "acmnet" (ACM-Net 2048-d),
+                                  # "tfds" (prepared; data.root = TFDS data_dir)
+  c.data.tfds_name = "thumos14/basnet"  # with layout "tfds"
   c.data.on_error = "raise"       # "raise" | "skip" (wtalc/acmnet: bad videos are
                                   # skipped and each one is reported)
   c.data.num_segments = 750       # T; paper E.3 / notes §2.1: 750 THUMOS, 50 ANet

@@ -440,6 +440,11 @@ def open_split(cfg, root: str, split: str, classes=None, stream=None):
   """One split in ``cfg.data.layout``; skipped videos (data.on_error="skip")
   are reported, never dropped silently."""
   from case_jax import data as data_lib
+  if cfg.data.layout == "tfds":
+    # A prepared dataset (python -m case_jax.data.prepare): data.root is the
+    # TFDS data_dir, data.tfds_name the builder (e.g. "thumos14/basnet").
+    from case_jax.data.tfds_builders import TFDSDataset
+    return TFDSDataset(cfg.data.tfds_name, split, data_dir=root)
   ds = data_lib.open_dataset(root, split, cfg.data.layout, classes,
                              on_error=cfg.data.on_error)
   for vid, why in getattr(ds, "skipped", ()):

@@ -86,3 +86,19 @@ def test_tfds_fresh_process_without_tensorflow(prepared):
                        text=True, check=True,
                        env={**os.environ, "PYTHONPATH": ""})
   assert out.stdout.split() == ["3", "video_test_0000896"]
+
+
+@needs_real
+def test_training_reads_the_prepared_dataset_through_the_config(prepared):
+  """--config.data.layout=tfds gives training the same batches as the raw."""
+  from case_jax import defaults, train
+  raws, data_dir = prepared
+  cfg = defaults.base_config()
+  cfg.data.layout = "tfds"
+  cfg.data.tfds_name = "thumos14/basnet"
+  prepared_ds = train.open_split(cfg, data_dir, "train")
+  raw = quiet_raw(raws["basnet"], "train", "basnet")
+  a = train_batch(prepared_ds, 3, seed=1, batch_size=4, num_segments=16)
+  b = train_batch(raw, 3, seed=1, batch_size=4, num_segments=16)
+  for key in ("rgb", "flow", "labels", "fg_mask"):
+    np.testing.assert_array_equal(a[key], b[key])
