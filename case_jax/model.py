@@ -42,6 +42,59 @@ def _torch_uniform(fan_in: int):
   return init
 
 
+def _bf16_matmul(x, w):
+  """x @ w as bf16 x bf16 -> f32 (x: (..., D) any float, w: (D, F))."""
+  return jax.lax.dot_general(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16),
+                             (((x.ndim - 1,), (0,)), ((), ())),
+                             preferred_element_type=jnp.float32)
+
+
+@jax.custom_vjp
+def bf16_dense(x, w):
+  """Dense product with bf16 operands and f32 accumulation, AMX-friendly.
+
+  Why a custom VJP: XLA:CPU (jaxlib 0.10) sends a dot to its AMX kernels
+  (YNNPACK) only when it is bf16 x bf16 -> f32 with a row-major canonical
+  layout.  Flax's nn.Dense(dtype=bf16) emits bf16 -> bf16 dots, which XLA
+  upcasts to f32, and autodiff's weight gradient of a (N, D) operand has a
+  column-major left side that falls back to XLA's own f32 dot.  Here the
+  forward, input-gradient and weight-gradient products are all canonical
+  (benchmarks/train_step.py measures the difference).
+  """
+  return _bf16_matmul(x, w)
+
+
+def _bf16_dense_fwd(x, w):
+  xb, wb = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+  # Zero-size tags carry the original dtypes to the backward pass.
+  return _bf16_matmul(xb, wb), (xb, wb, jnp.zeros((0,), x.dtype),
+                                jnp.zeros((0,), w.dtype))
+
+
+def _bf16_dense_bwd(res, g):
+  xb, wb, x_tag, w_tag = res
+  gb = g.astype(jnp.bfloat16)
+  dx = jax.lax.dot_general(gb, wb, (((gb.ndim - 1,), (1,)), ((), ())),
+                           preferred_element_type=jnp.float32)
+  # Contract over (B, T) of 3-d operands: XLA then lays the product out
+  # canonically instead of using a column-major (N, D) left side.
+  x3 = xb.reshape((-1,) + xb.shape[-2:]) if xb.ndim >= 2 else xb[None, None]
+  g3 = gb.reshape((-1,) + gb.shape[-2:]) if gb.ndim >= 2 else gb[None, None]
+  dw = jnp.einsum("btd,btj->dj", x3, g3, preferred_element_type=jnp.float32)
+  return dx.astype(x_tag.dtype), dw.astype(w_tag.dtype)
+
+
+bf16_dense.defvjp(_bf16_dense_fwd, _bf16_dense_bwd)
+
+
+def _bf16_dot_general(x, w, dimension_numbers, precision=None,
+                      preferred_element_type=None):
+  (lc, rc), (lb, rb) = dimension_numbers
+  if tuple(lc) != (x.ndim - 1,) or tuple(rc) != (0,) or lb or rb:
+    raise ValueError(f"bf16 dense expects a plain x @ w, got {dimension_numbers}")
+  return bf16_dense(x, w)
+
+
 def _layer(features: int, in_dim: int, kernel_size: int, init: str,
            name: str, dtype: Any) -> nn.Module:
   """A temporal conv (kernel_size > 1) or per-snippet dense layer."""
@@ -52,6 +105,9 @@ def _layer(features: int, in_dim: int, kernel_size: int, init: str,
     kw = {}
   else:
     raise ValueError(f"model.init must be 'pytorch' or 'flax', got {init!r}")
+  if kernel_size == 1 and dtype == jnp.bfloat16 and features >= 8:
+    # f32 params, bias and output; bf16 operands with f32 accumulation.
+    return nn.Dense(features, name=name, dot_general=_bf16_dot_general, **kw)
   if kernel_size == 1:
     return nn.Dense(features, name=name, dtype=dtype, **kw)
   return nn.Conv(features, kernel_size=(kernel_size,), padding="SAME", name=name,
