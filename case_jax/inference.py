@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
 
 from case_jax import model as model_lib
 

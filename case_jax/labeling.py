@@ -9,7 +9,6 @@ split over devices and every statistic that the paper takes over the batch
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import jax
 import jax.numpy as jnp

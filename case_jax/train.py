@@ -14,7 +14,6 @@ mapping primitive transposes ``psum``.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os

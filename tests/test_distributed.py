@@ -80,7 +80,6 @@ def worker(out_path, how):
 
 
 def single_process(devices, how):
-  import jax
   from case_jax import train
   cfg = tiny_config()
   model, tx, state = setup(cfg)

@@ -1,5 +1,4 @@
 """Device-side inference scores against the released formulas (notes §3)."""
-import jax
 import numpy as np
 import pytest
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from case_jax import defaults, model as model_lib, train
-from case_jax.data import WTALDataset
 from case_jax.data.synthetic import write_synthetic_thumos
 
 
