@@ -31,8 +31,6 @@ Rows (``--rows``):
                      found the AMX path, case_jax.model.bf16_dense (bf16 x bf16
                      -> f32 dots with a custom VJP whose fwd, dx and dW products
                      XLA sends to YNNPACK's AMX kernels) is what that option runs
-  jax_bf16_amx       the benchmark-local prototype of that layer (monkeypatched;
-                     kept for comparison, it now matches jax_bf16)
   torch_f32          benchmarks/torch_released_step.py, float32, 2 threads
   torch_bf16         the same under torch.autocast('cpu', torch.bfloat16)
 
@@ -74,8 +72,6 @@ ROWS = {
                        dtype="float32", sinkhorn="released", patch="dense2d"),
     "jax_bf16": dict(kind="jax", label="case_jax bf16 (model.dtype)", dtype="bfloat16",
                      sinkhorn="released"),
-    "jax_bf16_amx": dict(kind="jax", label="case_jax bf16 + AMX dense (proposed)",
-                         dtype="bfloat16", sinkhorn="released", patch="amx_dense"),
     "torch_f32": dict(kind="torch", label="torch released f32", bf16=False),
     "torch_bf16": dict(kind="torch", label="torch released bf16 autocast", bf16=True),
 }
@@ -96,8 +92,8 @@ BF16_FINDING = (
     "('no longer supported'); the XNNPACK flags change nothing for these dots. "
     "So the fix is in the model code: bf16 x bf16 -> f32 dots (preferred_element_type"
     "=f32) with a custom VJP whose dx and dW products are canonical (see "
-    "_amx_dense_patch), not a flag.")
-SANITY_ROWS = ("jax_f32", "jax_bf16", "jax_bf16_amx", "torch_f32", "torch_bf16")
+    "case_jax.model.bf16_dense), not a flag.")
+SANITY_ROWS = ("jax_f32", "jax_bf16", "torch_f32", "torch_bf16")
 
 
 # =============================================================================
@@ -231,71 +227,6 @@ def run_worker(spec: dict, env_extra: dict | None = None, timeout: int = 1800) -
 # =============================================================================
 # case_jax worker.
 # =============================================================================
-def _amx_dense_patch():
-  """Monkeypatches case_jax.model._layer (this process only) so that the
-  per-snippet Dense layers of a bf16 model compute bf16 x bf16 -> f32 dots
-  whose forward, input-gradient and weight-gradient products all have the
-  row-major canonical layout YNNPACK (XLA:CPU's AMX path) accepts.
-
-  Why: Flax ``nn.Dense(dtype=bfloat16)`` emits bf16 x bf16 -> bf16 dots, which
-  XLA:CPU 0.10.2 rewrites to f32 dots (plus converts); and autodiff's weight
-  gradient contracts over the snippet axis of a 2-d (N, D) operand, a
-  column-major LHS that YNNPACK rejects, so it runs in XLA's own (Eigen) dot,
-  again upcast to f32.  Here the weight gradient contracts over (B, T) of 3-d
-  operands, which makes XLA materialise the transpose and hand YNNPACK a
-  canonical dot.
-  """
-  import flax.linen as nn
-  import jax
-  import jax.numpy as jnp
-  from jax import lax
-  from case_jax import model as model_lib
-
-  bf16, f32 = jnp.bfloat16, jnp.float32
-
-  def _mm(a, w):
-    return lax.dot_general(a, w, (((a.ndim - 1,), (0,)), ((), ())),
-                           preferred_element_type=f32)
-
-  @jax.custom_vjp
-  def dense(x, w):
-    return _mm(x.astype(bf16), w.astype(bf16))
-
-  def fwd(x, w):
-    xb, wb = x.astype(bf16), w.astype(bf16)
-    return _mm(xb, wb), (xb, wb, jnp.zeros((), x.dtype), jnp.zeros((), w.dtype))
-
-  def bwd(res, g):
-    xb, wb, x_tag, w_tag = res
-    gb = g.astype(bf16)
-    dx = lax.dot_general(gb, wb, (((gb.ndim - 1,), (1,)), ((), ())),
-                         preferred_element_type=f32)
-    x3 = xb.reshape((-1,) + xb.shape[-2:]) if xb.ndim >= 2 else xb[None, None]
-    g3 = gb.reshape((-1,) + gb.shape[-2:]) if gb.ndim >= 2 else gb[None, None]
-    dw = jnp.einsum("btd,btj->dj", x3, g3, preferred_element_type=f32)
-    return dx.astype(x_tag.dtype), dw.astype(w_tag.dtype)
-
-  dense.defvjp(fwd, bwd)
-
-  def dot_general(x, w, dimension_numbers, precision=None, preferred_element_type=None):
-    (lc, rc), (lb, rb) = dimension_numbers
-    assert tuple(lc) == (x.ndim - 1,) and tuple(rc) == (0,) and not lb and not rb
-    return dense(x, w)
-
-  orig = model_lib._layer
-
-  def patched(features, in_dim, kernel_size, init, name, dtype):
-    if dtype is None or kernel_size != 1 or features < 8:
-      return orig(features, in_dim, kernel_size, init, name, dtype)
-    fan_in = in_dim * kernel_size
-    kw = ({} if init == "flax" else
-          dict(kernel_init=model_lib._torch_uniform(fan_in),
-               bias_init=model_lib._torch_uniform(fan_in)))
-    return nn.Dense(features, name=name, dot_general=dot_general, **kw)
-
-  model_lib._layer = patched
-
-
 def _dense2d_patch():
   """Monkeypatches case_jax.model._layer (this process only): the f32 Dense
   layers flatten (B, T, D) to (B*T, D) before the dot.  Autodiff's weight
@@ -333,9 +264,7 @@ def _jax_build(spec):
   from case_jax import defaults, train
   from case_jax import model as model_lib
 
-  if spec.get("patch") == "amx_dense":
-    _amx_dense_patch()
-  elif spec.get("patch") == "dense2d":
+  if spec.get("patch") == "dense2d":
     _dense2d_patch()
   cfg = defaults.base_config()
   cfg.data.num_segments = T
