@@ -51,30 +51,51 @@ def forward(model, params, rgb, flow):
   return model.apply({"params": model_lib.normalize_prototypes(params)}, rgb, flow)
 
 
-def dataset_snippet_stats(dataset, model, params, q_r, *, num_segments: int,
-                          how: str = "fused", batch_size: int = 32) -> dict:
-  """Snippet-level diagnostics over a dataset (uniform sampling to T).
+def fused_cluster_probs(out):
+  """P^C (B, T, K): the two streams' cluster softmax, averaged (Eq. 20)."""
+  return 0.5 * (jax.nn.softmax(out["rgb"].clu, -1) + jax.nn.softmax(out["flow"].clu, -1))
 
-  fb_acc: F&B accuracy of ``how``-scores at 0.5 (Table 2 "ACC");
+
+class SnippetStats:
+  """Accumulates snippet diagnostics batch by batch over a dataset.
+
+  fb_acc: F&B accuracy of the foreground scores at 0.5 (Table 2 "ACC");
   H_pc, H_mean_pc: H(P^C) and H(mean P^C) of the fused P^C (Table 4).
   """
-  import numpy as np
+
+  def __init__(self):
+    self.hits = self.total = 0.0
+    self.p_cs, self.masks = [], []
+
+  def add(self, fg, p_c, batch) -> None:
+    """fg (B, T), p_c (B, T, K) of one padded eval batch."""
+    import numpy as np
+    from case_jax.evaluation import fb_accuracy
+    n = float(((batch["fg_mask"] >= 0) & batch["valid"][:, None]).sum())
+    self.hits += fb_accuracy(fg, batch["fg_mask"], batch["valid"]) * n
+    self.total += n
+    self.p_cs.append(np.asarray(p_c))
+    self.masks.append(np.broadcast_to(batch["valid"][:, None], self.p_cs[-1].shape[:2]))
+
+  def result(self) -> dict:
+    import numpy as np
+    from case_jax.evaluation import clustering_entropies
+    h_pc, h_mean = clustering_entropies(np.concatenate(self.p_cs),
+                                        np.concatenate(self.masks))
+    return {"fb_acc": self.hits / max(self.total, 1.0), "H_pc": h_pc,
+            "H_mean_pc": h_mean}
+
+
+def dataset_snippet_stats(dataset, model, params, q_r, *, num_segments: int,
+                          how: str = "fused", batch_size: int = 32) -> dict:
+  """``SnippetStats`` of ``how``-scores over a dataset (uniform sampling to T)."""
   from case_jax import data as data_lib
-  from case_jax.evaluation import clustering_entropies, fb_accuracy
-  hits = total = 0.0
-  p_cs, masks = [], []
+  stats = SnippetStats()
   for batch in data_lib.eval_batches(dataset, num_segments=num_segments,
                                      batch_size=batch_size, pad_last=True):
     out = forward(model, params, batch["rgb"], batch["flow"])
-    scores = foreground_scores(out, q_r, how)
-    n = float(((batch["fg_mask"] >= 0) & batch["valid"][:, None]).sum())
-    hits += fb_accuracy(scores, batch["fg_mask"], batch["valid"]) * n
-    total += n
-    p_cs.append(np.asarray(0.5 * (jax.nn.softmax(out["rgb"].clu, -1)
-                                  + jax.nn.softmax(out["flow"].clu, -1))))
-    masks.append(np.broadcast_to(batch["valid"][:, None], p_cs[-1].shape[:2]))
-  h_pc, h_mean = clustering_entropies(np.concatenate(p_cs), np.concatenate(masks))
-  return {"fb_acc": hits / max(total, 1.0), "H_pc": h_pc, "H_mean_pc": h_mean}
+    stats.add(foreground_scores(out, q_r, how), fused_cluster_probs(out), batch)
+  return stats.result()
 
 
 def dataset_fb_accuracy(dataset, model, params, q_r, *, num_segments: int,
@@ -113,11 +134,10 @@ def video_scores(out, scores, k: int):
     "omega", "fg_score", "k"))
 def score_batch(model, params, q_r, rgb, flow, *, omega, fg_score, k):
   """One padded batch of test videos -> (S (B, T, C), video scores (B, C),
-  P^A (B, T), foreground (B, T))."""
+  P^C (B, T, K), foreground (B, T))."""
   out = model.apply({"params": model_lib.normalize_prototypes(params)}, rgb, flow)
   scores = snippet_class_scores(out, q_r, omega=omega, fg_score=fg_score)
-  return (scores, video_scores(out, scores, k),
-          foreground_scores(out, q_r, "attention"),
+  return (scores, video_scores(out, scores, k), fused_cluster_probs(out),
           foreground_scores(out, q_r, fg_score))
 
 
@@ -132,7 +152,8 @@ def detect_dataset(dataset, model, params, q_r, cfg, *, keep_scores: bool = Fals
   """Detections for every video of ``dataset`` (uniform sampling to T).
 
   Returns (detections {video_id: [{"label": int, "score", "segment"}]},
-  foreground {video_id: (T,) scores} if keep_scores else {}).
+  foreground {video_id: (T,) scores} if keep_scores else {},
+  ``SnippetStats`` result of the same foreground scores, from the same pass).
   """
   import numpy as np
   from case_jax import data as data_lib
@@ -143,12 +164,13 @@ def detect_dataset(dataset, model, params, q_r, cfg, *, keep_scores: bool = Fals
   fg_score = inf.fg_score if inf.cat else "attention"
   omega = inference_omega(inf)
   k = max(1, t // inf.topk_divisor)
-  dets, fgs = {}, {}
+  dets, fgs, stats = {}, {}, SnippetStats()
   for batch in data_lib.eval_batches(dataset, num_segments=t,
                                      batch_size=inf.batch_size, pad_last=True):
-    s, v, _, fg = jax.device_get(score_batch(
+    s, v, p_c, fg = jax.device_get(score_batch(
         model, params, q_r, batch["rgb"], batch["flow"], omega=omega,
         fg_score=fg_score, k=k))
+    stats.add(fg, p_c, batch)
     for i in np.flatnonzero(batch["valid"]):
       vid = str(batch["video_ids"][i])
       dets[vid] = detection.detect_video(
@@ -160,4 +182,4 @@ def detect_dataset(dataset, model, params, q_r, cfg, *, keep_scores: bool = Fals
           max_detections=inf.max_detections)
       if keep_scores:
         fgs[vid] = fg[i]
-  return dets, fgs
+  return dets, fgs, stats.result()

@@ -36,9 +36,10 @@ def evaluate_state(test_set, model, params, q_r, cfg, gt, *,
   """Detects on ``test_set`` and evaluates against ``gt``.
 
   Returns {"result": evaluate_detections output, "detections": by video
-  (labels as class names), "fg": foreground scores by video (if kept)}.
+  (labels as class names), "fg": foreground scores by video (if kept),
+  "stats": F&B accuracy and clustering entropies of the same pass}.
   """
-  dets, fg = inference.detect_dataset(test_set, model, params, q_r, cfg,
+  dets, fg, stats = inference.detect_dataset(test_set, model, params, q_r, cfg,
                                       keep_scores=keep_scores)
   names = list(test_set.classes)
   named = {vid: [dict(d, label=names[d["label"]]) for d in ds]
@@ -56,6 +57,7 @@ def evaluate_state(test_set, model, params, q_r, cfg, gt, *,
       gt, found, np.asarray(cfg.eval.tiou_thresholds, np.float64),
       tie_order=cfg.eval.tie_order)
   return {"result": result, "detections": named, "raw": dets, "fg": fg,
+          "stats": stats,
           "class_names": names}
 
 

@@ -104,7 +104,7 @@ def predict(cfg, workdir: str, features: str, stream=None) -> dict:
   workdir = os.path.abspath(workdir)
   model, state, info = load_trained(cfg, workdir)
   videos = _FeatureFolder(features, info["classes"], info["rgb_dim"], info["flow_dim"])
-  dets, _ = inference.detect_dataset(videos, model, state.params, state.q_r, cfg)
+  dets, _, _ = inference.detect_dataset(videos, model, state.params, state.q_r, cfg)
   out_dir = os.path.join(workdir, "predict")
   results = detection.write_results(os.path.join(out_dir, "detections.json"),
                                     os.path.join(out_dir, "detections.csv"), dets,
