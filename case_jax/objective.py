@@ -28,6 +28,12 @@ def _pmean(x, axis_name):
   return x if axis_name is None else lax.pmean(x, axis_name)
 
 
+def _pmax(x, axis_name):
+  # A metric only; pmax has no differentiation rule, so cut the tangent.
+  x = lax.stop_gradient(x)
+  return x if axis_name is None else lax.pmax(x, axis_name)
+
+
 def _stream_sum(values, how):
   """Released: L_A, L_C, L_R summed over the two streams; "mean" averages."""
   total = sum(values)
@@ -137,6 +143,10 @@ def case_objective(out: dict[str, StreamOutputs], labels: jax.Array,
       global_terms = global_terms + loss_cfg.lambda_r * l_r
       metrics["H_qr"] = lab.entropy(q_r)
       metrics["beta_fg"] = beta[0]
+      # Fig. 4 (appendix F.2): the clusters' foreground pseudo-labels
+      # Q^R[:, 0], the values R (or P^A) is compared with in Eq. 13.
+      metrics.update(qr_fg_max=jnp.max(q_r[:, 0]), qr_fg_mean=jnp.mean(q_r[:, 0]),
+                     qr_fg_min=jnp.min(q_r[:, 0]))
 
   # --- Totals and metrics -------------------------------------------------------
   grad_loss = local / num_devices + global_terms
@@ -146,6 +156,9 @@ def case_objective(out: dict[str, StreamOutputs], labels: jax.Array,
       + loss_cfg.lambda_r * l_r,
       L_V=l_v_m, L_A=l_a_m, L_C=l_c_m, L_R=l_r,
       mean_att=_pmean(jnp.mean(p_a), axis_name),
+      # Fig. 4: the range of P^A over the global batch.
+      pa_max=_pmax(jnp.max(p_a), axis_name),
+      pa_min=-_pmax(-jnp.min(p_a), axis_name),
       pseudo_fg=_pmean(jnp.mean(q_a_flat["rgb"]), axis_name))
   if fg_mask is not None:
     known = (fg_mask >= 0).reshape(n)

@@ -82,6 +82,12 @@ def test_default_objective_matches_released_oracle(seed):
   np.testing.assert_allclose(
       float(m["mean_att"]), np.mean(0.5 * (raw["rgb"]["att"].astype(np.float64)
                                            + raw["flow"]["att"])), rtol=1e-6)
+  p_a = 0.5 * (raw["rgb"]["att"].astype(np.float64) + raw["flow"]["att"])
+  np.testing.assert_allclose(float(m["pa_max"]), p_a.max(), rtol=1e-6)
+  np.testing.assert_allclose(float(m["pa_min"]), p_a.min(), rtol=1e-6)
+  for stat in ("max", "mean", "min"):   # Fig. 4: Q^R[:, 0] range
+    np.testing.assert_allclose(float(m[f"qr_fg_{stat}"]),
+                               getattr(np, stat)(want["q_r"][:, 0]), atol=1e-4)
 
 
 @pytest.mark.parametrize("rank", ("argsort", "rank", "prob"))

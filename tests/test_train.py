@@ -75,7 +75,8 @@ def test_one_four_devices_pmap_and_shard_map_agree(mode):
   assert_trees_close(four.params, one.params, atol=2e-5)
   assert_trees_close(four_sm.params, four.params, atol=1e-6)
   np.testing.assert_allclose(four.q_r, one.q_r, atol=1e-5)
-  for key in ("loss", "L_V", "L_A", "L_C", "L_R", "fb_acc", "H_qc"):
+  for key in ("loss", "L_V", "L_A", "L_C", "L_R", "fb_acc", "H_qc", "pa_max",
+              "pa_min", "qr_fg_max", "qr_fg_min"):
     assert m4[key] == pytest.approx(m1[key], rel=1e-4, abs=1e-5), key
     assert m4s[key] == pytest.approx(m4[key], rel=1e-5, abs=1e-6), key
   assert int(four.step) == 3
@@ -86,7 +87,8 @@ def test_step_metrics_are_finite_and_complete():
   _, metrics = run_parallel(cfg, [random_batch(np.random.default_rng(1))],
                             jax.devices()[:1], "pmap")
   for key in ("loss", "L_V", "L_A", "L_C", "L_R", "H_qc", "H_qr", "mean_att",
-              "pseudo_fg", "fb_acc", "beta_fg", "grad_norm"):
+              "pseudo_fg", "fb_acc", "beta_fg", "grad_norm", "pa_max", "pa_min",
+              "qr_fg_max", "qr_fg_mean", "qr_fg_min"):
     assert np.isfinite(metrics[key]), key
   assert 0 <= metrics["fb_acc"] <= 1
 
