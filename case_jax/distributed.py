@@ -141,12 +141,21 @@ def shard_global_batch(batch: dict, devices, axis_name: str,
                        keys: Sequence[str]) -> dict:
   """The global batch (B, ...), same on every process -> (n, B/n, ...) global
   arrays where each process supplies only its own rows."""
+  return shard_process_rows(local_batch(batch, keys), devices, axis_name, keys)
+
+
+def shard_process_rows(rows: dict, devices, axis_name: str,
+                       keys: Sequence[str]) -> dict:
+  """This process's rows of the global batch (``process_rows``, e.g. read with
+  ``train_batch(..., rows=...)``) -> (n, B/n, ...) global arrays; the other
+  processes supply the other rows."""
   import jax
-  local_devices = [d for d in devices if d.process_index == jax.process_index()]
-  k = len(local_devices)
-  rows = local_batch(batch, keys)
+  k = sum(1 for d in devices if d.process_index == jax.process_index())
   out = {}
-  for key, x in rows.items():
+  for key in keys:
+    if key not in rows:
+      continue
+    x = np.asarray(rows[key])
     if x.shape[0] % k:
       raise ValueError(f"{x.shape[0]} rows per process are not divisible by "
                        f"the {k} local devices.")

@@ -234,11 +234,14 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *,
   if jax.process_count() > 1:
     devices = jax.devices()
     put_state = lambda s: dist_lib.replicate_global(s, devices, AXIS)
-    put_batch = lambda b: dist_lib.shard_global_batch(b, devices, AXIS, DEVICE_KEYS)
+    # Each process reads only its rows of every global batch.
+    rows = dist_lib.process_rows(cfg.batch_size)
+    put_batch = lambda b: dist_lib.shard_process_rows(b, devices, AXIS, DEVICE_KEYS)
     get_state = dist_lib.first_replica
     host_metrics = lambda m: {k: float(v) for k, v in get_state(m).items()}
   else:
     put_state = lambda s: replicate(s, devices)
+    rows = None
     put_batch = lambda b: shard_batch(b, devices)
     get_state, host_metrics = unreplicate, _host_metrics
   primary = jax.process_index() == 0   # writes the logs and runs evaluations
@@ -286,7 +289,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *,
   batches = data_lib.Prefetcher(
       lambda s: data_lib.train_batch(train_set, s, seed=cfg.seed,
                                      batch_size=cfg.batch_size,
-                                     num_segments=cfg.data.num_segments),
+                                     num_segments=cfg.data.num_segments,
+                                     rows=rows),
       range(start, cfg.num_steps))
   with open(log_path if primary else os.devnull, "a") as log, guard, batches:
     for step, batch in zip(range(start, cfg.num_steps), batches):

@@ -168,6 +168,43 @@ def test_train_batch_shapes_and_content():
     np.testing.assert_array_equal(batch["flow"][b], -batch["rgb"][b])
 
 
+class _CountingDataset:
+  """Records the indices read, to check a process reads only its rows."""
+
+  def __init__(self, records):
+    self.records, self.read = records, []
+
+  def __len__(self):
+    return len(self.records)
+
+  def __getitem__(self, i):
+    self.read.append(int(i))
+    return self.records[i]
+
+
+@pytest.mark.parametrize("step", (0, 4, 7))      # 7 is in the second epoch
+def test_process_rows_concatenate_to_the_global_batch(step):
+  """Multi-host reading: each process's rows, read on their own, are exactly
+  its slice of the global batch, and only those rows' videos are read."""
+  data = _records(23)
+  full = train_batch(data, step, seed=2, batch_size=6, num_segments=8)
+  pieces = []
+  for start in (0, 2, 4):                        # three processes, 2 rows each
+    counting = _CountingDataset(data)
+    part = train_batch(counting, step, seed=2, batch_size=6, num_segments=8,
+                       rows=slice(start, start + 2))
+    assert [f"v{i:03d}" for i in counting.read] == list(full["video_ids"][start:start + 2])
+    pieces.append(part)
+  _assert_batches_equal(
+      {k: np.concatenate([p[k] for p in pieces]) for k in full}, full)
+
+
+@pytest.mark.parametrize("rows", (slice(0, 0), slice(4, 8), slice(0, 4, 2)))
+def test_bad_process_rows_are_rejected(rows):
+  with pytest.raises(ValueError, match="contiguous"):
+    train_batch(_records(23), 0, seed=0, batch_size=6, num_segments=8, rows=rows)
+
+
 def test_epochs_shuffle_without_repeats_and_drop_last():
   data = _records(23)
   per_epoch = steps_per_epoch(23, 4)

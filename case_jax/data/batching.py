@@ -88,8 +88,8 @@ def steps_per_epoch(num_videos: int, batch_size: int) -> int:
 
 
 def train_batch(dataset: Sequence[VideoRecord], step: int, *, seed: int,
-                batch_size: int = 16, num_segments: int = 750
-                ) -> dict[str, np.ndarray]:
+                batch_size: int = 16, num_segments: int = 750,
+                rows: Optional[slice] = None) -> dict[str, np.ndarray]:
   """The training batch of a global step (pure in (seed, step)).
 
   Args:
@@ -98,14 +98,22 @@ def train_batch(dataset: Sequence[VideoRecord], step: int, *, seed: int,
     seed: run seed (>= 0).
     batch_size: B (released 16); the last partial batch of an epoch is dropped.
     num_segments: T (released 750).
+    rows: only these rows of the global batch (a multi-host process's share);
+      only their videos are read.  Each row depends on its global position
+      alone, so the pieces of all processes concatenate to the full batch.
   Returns:
     rgb (B, T, D_rgb), flow (B, T, D_flow), labels (B, C), video_ids (B,),
-    lengths (B,).
+    lengths (B,); B = the number of selected rows.
   """
   per_epoch = steps_per_epoch(len(dataset), batch_size)
   epoch, index = divmod(_check_nonneg("step", step), per_epoch)
   order = epoch_order(len(dataset), seed, epoch)
   positions = range(index * batch_size, (index + 1) * batch_size)
+  if rows is not None:
+    if rows.step not in (None, 1) or not 0 <= (rows.start or 0) < (rows.stop or 0) <= batch_size:
+      raise ValueError(f"rows={rows} must be a contiguous, non-empty slice "
+                       f"within the batch of {batch_size}.")
+    positions = positions[rows]
   records = [dataset[int(order[p])] for p in positions]
   indices = [sample_train_indices(r.num_snippets, num_segments,
                                   _jitter_rng(seed, epoch, p))
