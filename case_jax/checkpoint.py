@@ -101,14 +101,68 @@ class PreemptionGuard:
     return distributed.any_process(self.requested)
 
 
-class Checkpointer:
-  """A thin CheckpointManager: save(state, meta), restore_latest(template)."""
+COMMIT_MODES = ("auto", "rename", "commit_file")
+# Object-store FUSE mounts: no atomic directory rename (gcsfuse copies object
+# by object, and refuses non-empty directories unless --rename-dir-limit).
+_NO_ATOMIC_RENAME_FS = ("fuse.gcsfuse", "fuse.s3fs", "fuse.goofys", "fuse.rclone",
+                        "fuse.mountpoint-s3", "fuse.blobfuse", "fuse.blobfuse2")
 
-  def __init__(self, directory: str, keep: int = 3):
+
+def mount_fstype(path: str, mounts_file: str = "/proc/mounts") -> Optional[str]:
+  """File-system type of the mount holding ``path`` (longest mount-point
+  prefix in ``mounts_file``), or None when it cannot be told."""
+  path = os.path.realpath(path) if os.path.exists(path) else os.path.abspath(path)
+  best, fstype = "", None
+  try:
+    with open(mounts_file) as f:
+      for line in f:
+        parts = line.split()
+        if len(parts) < 3:
+          continue
+        point = parts[1].replace("\\040", " ")
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) > len(best):
+          best, fstype = point, parts[2]
+  except OSError:
+    return None
+  return fstype
+
+
+def commit_mode(directory: str, mode: str = "auto",
+                mounts_file: str = "/proc/mounts") -> str:
+  """How a finished checkpoint is marked: "rename" (Orbax's default: write a
+  tmp directory, rename it; atomic on POSIX file systems) or "commit_file"
+  (write in place, then a commit_success.txt; what Orbax does on gs://).
+  "auto": commit_file on gs:// and on object-store FUSE mounts (gcsfuse: the
+  TPU pod launcher's workdir), else rename."""
+  if mode not in COMMIT_MODES:
+    raise ValueError(f"checkpoint commit mode must be one of {COMMIT_MODES}, "
+                     f"got {mode!r}")
+  if mode != "auto":
+    return mode
+  if directory.startswith("gs://"):
+    return "commit_file"
+  fstype = mount_fstype(directory, mounts_file)
+  return "commit_file" if fstype in _NO_ATOMIC_RENAME_FS else "rename"
+
+
+class Checkpointer:
+  """A thin CheckpointManager: save(state, meta), restore_latest(template).
+
+  ``commit``: see ``commit_mode``.  Either way a checkpoint whose save did
+  not finish is never listed, hence never restored.
+  """
+
+  def __init__(self, directory: str, keep: int = 3, commit: str = "auto"):
     # local paths absolute (Orbax wants that); URLs (gs://...) as given
     self.directory = directory if "://" in directory else os.path.abspath(directory)
+    self.commit = commit_mode(self.directory, commit)
+    extra = {}
+    if self.commit == "commit_file":
+      from orbax.checkpoint._src.path import atomicity
+      extra["temporary_path_class"] = atomicity.CommitFileTemporaryPath
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=True)
+        max_to_keep=keep, create=True, enable_async_checkpointing=True, **extra)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> Optional[int]:

@@ -19,7 +19,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every = 10
   c.checkpoint_every = 200
   c.keep_checkpoints = 3
+  c.checkpoint_commit = "auto"    # "auto" | "rename" | "commit_file" (object
+                                  # stores, e.g. a gcsfuse-mounted bucket)
   c.parallel = "pmap"             # "pmap" | "shard_map" (same per-device step)
+  # Several seeds (paper Table 12, mean +- std): "" = one run with ``seed``;
+  # "0,1,2" = one run per listed seed into <workdir>/seed_<s>/, then
+  # <workdir>/seeds.md/.json (case_jax/seeds.py).  Each seed sets both the
+  # initialisation and the data order.
+  c.seeds = ""
+  c.seeds_mode = "auto"           # "vmap" (all seeds in one stacked step) |
+                                  # "sequential" (train.train per seed) | "auto"
+                                  # (vmap when its memory estimate fits)
 
   # --- Data -------------------------------------------------------------------
   c.data = ml_collections.ConfigDict()

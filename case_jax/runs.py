@@ -27,7 +27,8 @@ def load_trained(cfg, workdir: str):
   tx = train.make_optimizer(cfg.optim)
   template = train.create_train_state(cfg, model, tx, rgb_dim=info["rgb_dim"],
                                       flow_dim=info["flow_dim"])
-  manager = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
+  manager = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                  commit=cfg.get("checkpoint_commit", "auto"))
   if manager.latest_step() is None:
     raise FileNotFoundError(f"no checkpoint in {manager.directory}")
   state, _ = manager.restore_latest(template)
@@ -37,7 +38,7 @@ def load_trained(cfg, workdir: str):
 def evaluate(cfg, workdir: str, stream=None) -> dict:
   """Latest checkpoint -> <workdir>/eval/{detections.json,.csv,metrics.json}."""
   stream = stream or sys.stdout
-  workdir = os.path.abspath(workdir)
+  workdir = train.local_workdir(workdir)
   model, state, info = load_trained(cfg, workdir)
   root = train.resolve_data_root(cfg, workdir)
   test_set = train.open_split(cfg, root, "test", classes=info["classes"],
@@ -101,7 +102,7 @@ def predict(cfg, workdir: str, features: str, stream=None) -> dict:
   """Detections for a folder of unlabelled videos -> <workdir>/predict/."""
   from case_jax import inference
   stream = stream or sys.stdout
-  workdir = os.path.abspath(workdir)
+  workdir = train.local_workdir(workdir)
   model, state, info = load_trained(cfg, workdir)
   videos = _FeatureFolder(features, info["classes"], info["rgb_dim"], info["flow_dim"])
   dets, _, _ = inference.detect_dataset(videos, model, state.params, state.q_r, cfg)

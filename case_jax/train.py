@@ -224,7 +224,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *,
   checkpoint.  Returns a summary dict (final metrics, state, paths)."""
   from case_jax import data as data_lib  # host-side reading
 
-  workdir = os.path.abspath(workdir)
+  workdir = local_workdir(workdir)
   os.makedirs(workdir, exist_ok=True)
   devices = devices or jax.local_devices()
   stream = stream or sys.stdout
@@ -267,7 +267,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *,
   state = create_train_state(cfg, model, tx, rgb_dim=record.rgb.shape[1],
                              flow_dim=record.flow.shape[1])
   manager = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                  keep=cfg.keep_checkpoints)
+                                  keep=cfg.keep_checkpoints,
+                                  commit=cfg.get("checkpoint_commit", "auto"))
   state, meta = manager.restore_latest(state)
   if meta is not None:
     stream.write(f"Resumed from step {int(state.step)} in {manager.directory}\n")
@@ -405,6 +406,19 @@ class _Evaluator:
         f"{self.best[1]}\n"
         f"Wrote {paths['detections']}, detections.csv, metrics.json and "
         f"{len(paths.get('plots', []))} timeline plots in {os.path.dirname(paths['metrics'])}\n")
+
+
+def local_workdir(workdir: str) -> str:
+  """The absolute workdir; a URL is refused with the fix (everything but the
+  checkpoints is written with plain file I/O, so a bucket must be mounted)."""
+  if "://" in workdir:
+    bucket = workdir.split("://", 1)[1]
+    raise ValueError(
+        f"--workdir={workdir}: a URL is not a usable workdir. Mount the bucket "
+        f"(gcsfuse --implicit-dirs BUCKET /gcs/BUCKET; launch/tpu_pod.py does "
+        f"this on every worker) and pass --workdir=/gcs/{bucket}; checkpoints "
+        "there are committed with commit files (checkpoint_commit='auto').")
+  return os.path.abspath(workdir)
 
 
 def _write_run_info(workdir: str, train_set) -> None:

@@ -16,7 +16,9 @@ Steps (each one ``gcloud`` command, printed by --dry-run):
      --workdir=/gcs/<bucket>/<run>`` on all workers at once, with
      ``CASE_DISTRIBUTED=auto`` (``jax.distributed.initialize()`` finds the
      pod's hosts itself).  Orbax writes the checkpoints to the bucket through
-     the mount; every worker reads its own shard of each global batch.
+     the mount, marking each finished one with a commit file (gcsfuse has no
+     atomic directory rename; ``checkpoint_commit='auto'`` detects the mount);
+     every worker reads its own shard of each global batch.
 
 Preemption: the workers get SIGTERM, checkpoint at the step boundary and exit
 with status 75; rerunning this same command reuses (or recreates) the slice

@@ -195,3 +195,50 @@ def test_uncommitted_step_directory_is_never_restored(tmp_path):
   assert mgr.all_steps() == [1, 2] and mgr.latest_step() == 2
   state, meta = mgr.restore_latest(_tiny_state(0))
   assert meta["step"] == 2 and int(state["step"]) == 2
+
+
+# =============================================================================
+# Object stores (a gcsfuse-mounted bucket): commit files instead of renames.
+# =============================================================================
+def test_commit_mode_detects_object_store_mounts(tmp_path):
+  mounts = tmp_path / "mounts"
+  mounts.write_text(
+      "/dev/sda1 / ext4 rw 0 0\n"
+      "my-bucket /gcs/my-bucket fuse.gcsfuse rw,nosuid 0 0\n"
+      "nfs:/export /mnt/nfs nfs4 rw 0 0\n")
+  mode = lambda d, m="auto": ckpt_lib.commit_mode(d, m, mounts_file=str(mounts))
+  assert mode("/gcs/my-bucket/run1/checkpoints") == "commit_file"
+  assert mode("/gcs/my-bucket") == "commit_file"
+  assert mode("/gcs/my-bucket-2/run") == "rename"       # a prefix is not a parent
+  assert mode("/mnt/nfs/run/checkpoints") == "rename"   # POSIX rename works
+  assert mode("/home/me/run") == "rename"
+  assert mode("gs://my-bucket/run") == "commit_file"
+  assert mode("/gcs/my-bucket/run", "rename") == "rename"  # explicit wins
+  assert ckpt_lib.commit_mode(str(tmp_path), "auto",
+                              mounts_file=str(tmp_path / "absent")) == "rename"
+  with pytest.raises(ValueError, match="commit mode"):
+    mode("/x", "atomic")
+
+
+def test_commit_file_mode_never_lists_an_unfinished_save(tmp_path):
+  """In place writes + commit_success.txt: a step whose save did not finish
+  (no commit file) is neither listed nor restored; resuming works."""
+  d = str(tmp_path / "ckpt")
+  mgr = ckpt_lib.Checkpointer(d, keep=5, commit="commit_file")
+  assert mgr.commit == "commit_file"
+  for s in (1, 2, 3):
+    mgr.save(_tiny_state(s), meta={"step": s})
+    mgr.wait()
+  mgr.close()
+  assert not glob.glob(os.path.join(d, "*orbax-checkpoint-tmp*"))  # no renames
+  os.remove(os.path.join(d, "3", "commit_success.txt"))   # died before commit
+  mgr = ckpt_lib.Checkpointer(d, keep=5, commit="commit_file")
+  assert mgr.all_steps() == [1, 2]
+  state, meta = mgr.restore_latest(_tiny_state(0))
+  assert meta["step"] == 2 and int(state["step"]) == 2
+
+
+def test_url_workdir_is_refused_with_the_fix():
+  from case_jax import train
+  with pytest.raises(ValueError, match="gcsfuse .*--workdir=/gcs/bkt/run"):
+    train.local_workdir("gs://bkt/run")
