@@ -14,14 +14,18 @@ config_flags.DEFINE_config_file("config", None, "Path to a configs/<dataset>.py.
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Checkpoints, metrics and outputs go here; "
                     "an existing checkpoint is resumed.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "inspect"],
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "inspect",
+                                    "plots"],
                   "train: train (and evaluate) into --workdir; evaluate: the "
                   "latest checkpoint in --workdir on the test split -> "
                   "<workdir>/eval/; predict: detections for --features -> "
                   "<workdir>/predict/; inspect: statistics and problems of "
-                  "the dataset at data.root (no training).")
+                  "the dataset at data.root (no training); plots: PNG figures "
+                  "of --workdir's run and latest checkpoint -> <workdir>/plots/.")
 flags.DEFINE_string("features", None, "--mode=predict: a folder with "
                     "rgb/<video>.npy and flow/<video>.npy (n, D) feature files.")
+flags.DEFINE_enum("projection", "pca", ["pca", "tsne"], "--mode=plots: the 2-D "
+                  "map of the snippet embeddings (t-SNE: exact, slower).")
 flags.DEFINE_bool("verbose", False, "Show library INFO logs (Orbax, JAX).")
 flags.mark_flags_as_required(["config"])
 
@@ -41,6 +45,9 @@ def main(argv):
     train.train(FLAGS.config, FLAGS.workdir)
   elif FLAGS.mode == "evaluate":
     runs.evaluate(FLAGS.config, FLAGS.workdir)
+  elif FLAGS.mode == "plots":
+    from case_jax import visualize
+    visualize.write_plots(FLAGS.config, FLAGS.workdir, projection=FLAGS.projection)
   else:
     if not FLAGS.features:
       raise app.UsageError("--mode=predict needs --features=DIR")

@@ -4,7 +4,9 @@
 the end, and what ``--mode=evaluate`` calls on a checkpoint; the two therefore
 give identical numbers.  ``write_outputs`` writes ``<dir>/detections.json``
 (ActivityNet result format), ``detections.csv``, ``detections_thumos14.txt``
-(THUMOS14 toolkit lines), ``metrics.json`` and SVG plots.
+(THUMOS14 toolkit lines) and ``metrics.json``; the figures (per-video
+timelines, embeddings, mAP-vs-tIoU) go to ``<workdir>/plots/``, written by
+case_jax/visualize.py at the end of training or by ``--mode=plots``.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from case_jax import detection, evaluation, export, inference, plots
+from case_jax import detection, evaluation, export, inference
 
 
 def load_test_ground_truth(root: str, cfg) -> evaluation.GroundTruth:
@@ -73,7 +75,12 @@ def scalar_metrics(result: dict, prefix: str = "") -> dict:
 
 def write_outputs(out_dir: str, evaluated: dict, test_set=None, cfg=None,
                   extra: Optional[dict] = None) -> dict:
-  """Writes detections.json/.csv, metrics.json and per-video SVG timelines."""
+  """Writes detections.json/.csv/_thumos14.txt and metrics.json.
+
+  ``test_set`` and ``cfg`` are no longer used (the timelines moved to
+  ``<workdir>/plots/``, case_jax/visualize.py); kept so callers still work.
+  """
+  del test_set, cfg
   os.makedirs(out_dir, exist_ok=True)
   results = detection.write_results(os.path.join(out_dir, "detections.json"),
                                     os.path.join(out_dir, "detections.csv"),
@@ -87,26 +94,5 @@ def write_outputs(out_dir: str, evaluated: dict, test_set=None, cfg=None,
   with open(tmp, "w") as f:
     json.dump(metrics, f, indent=2)
   os.replace(tmp, os.path.join(out_dir, "metrics.json"))
-  paths = {"detections": os.path.join(out_dir, "detections.json"),
-           "metrics": os.path.join(out_dir, "metrics.json")}
-  if test_set is not None and evaluated.get("fg") and cfg is not None:
-    paths["plots"] = _timelines(out_dir, evaluated, test_set, cfg)
-  return paths
-
-
-def _timelines(out_dir, evaluated, test_set, cfg):
-  """Timelines for the first ``cfg.eval.num_plots`` test videos."""
-  written = []
-  for i in range(min(cfg.eval.num_plots, len(test_set))):
-    rec = test_set[i]
-    fg = evaluated["fg"].get(rec.video_id)
-    if fg is None:
-      continue
-    # Uniform sampling to T: each score stands for length/T snippets.
-    sec = rec.seconds_per_snippet * rec.num_snippets / len(fg)
-    gt = [(s.start_s, s.end_s, s.class_index) for s in rec.segments]
-    written.append(plots.video_timeline(
-        os.path.join(out_dir, f"timeline_{rec.video_id}.svg"), rec.video_id, fg,
-        sec, gt, evaluated["detections"].get(rec.video_id, []),
-        evaluated["class_names"]))
-  return written
+  return {"detections": os.path.join(out_dir, "detections.json"),
+          "metrics": os.path.join(out_dir, "metrics.json")}

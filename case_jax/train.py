@@ -337,11 +337,18 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *,
   if board:
     board.close()
     evaluator.report(workdir, final_eval, int(final.step))
-  try:
-    from case_jax import plots
-    plots.training_curves(log_path, os.path.join(workdir, "training_curves.svg"))
-  except (OSError, ValueError) as e:  # plots are a convenience, never fatal
-    stream.write(f"(training curves not plotted: {e})\n")
+  if primary and cfg.eval.get("plots", True):
+    # PNGs into <workdir>/plots/, from the final evaluation's detections.
+    # Figures are a convenience: any failure is a note, never a failed run.
+    try:
+      from case_jax import visualize
+      visualize.write_plots(
+          cfg, workdir, model=model, state=final, metrics_only=evaluator is None,
+          test_set=evaluator.test_set if evaluator else None,
+          evaluated=final_eval if evaluator else None, stream=stream)
+    except Exception as e:  # noqa: BLE001
+      stream.write(f"(plots not written: {type(e).__name__}: {e}; rerun them "
+                   "with --mode=plots)\n")
   return summary
 
 
@@ -404,8 +411,7 @@ class _Evaluator:
         f"Best of the evaluations during training (test-set model selection, as "
         f"the released code reports): mAP {100 * self.best[0]:.2f} at step "
         f"{self.best[1]}\n"
-        f"Wrote {paths['detections']}, detections.csv, metrics.json and "
-        f"{len(paths.get('plots', []))} timeline plots in {os.path.dirname(paths['metrics'])}\n")
+        f"Wrote {paths['detections']}, detections.csv and metrics.json\n")
 
 
 def local_workdir(workdir: str) -> str:

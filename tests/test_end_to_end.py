@@ -37,9 +37,10 @@ def test_train_evaluate_predict(tmp_path):
   logged = json.load(open(os.path.join(eval_dir, "metrics.json")))
   results = json.load(open(os.path.join(eval_dir, "detections.json")))
   assert results["version"] == "VERSION 1.3" and results["results"]
-  assert os.path.exists(os.path.join(work, "training_curves.svg"))
   assert os.path.getsize(os.path.join(eval_dir, "detections_thumos14.txt")) > 0
-  assert any(f.startswith("timeline_") for f in os.listdir(eval_dir))
+  figures = os.listdir(os.path.join(work, "plots"))   # tests/test_plots.py
+  assert "training_curves.png" in figures and "map_tiou.png" in figures
+  assert any(f.startswith("timeline_") for f in figures)
 
   # Re-evaluating the final checkpoint reproduces the logged mAP exactly.
   shutil.move(eval_dir, eval_dir + "_train")
