@@ -149,7 +149,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.gt_subset = "test"
   c.eval.tie_order = "numpy"      # "numpy" (the installed numpy's argsort, as
                                   # the official code) | "stable"
-  c.eval.num_plots = 4            # per-video SVG timelines written by evaluate
+  c.eval.num_plots = 4            # per-video timelines in <workdir>/plots/
+  c.eval.plots = True             # PNG figures at the end of training
   return c
 
 

@@ -336,6 +336,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *,
     board.write(int(final.step), final_eval["scalars"])
   if board:
     board.close()
+  if evaluator:
     evaluator.report(workdir, final_eval, int(final.step))
   if primary and cfg.eval.get("plots", True):
     # PNGs into <workdir>/plots/, from the final evaluation's detections.

@@ -1,4 +1,5 @@
 """Train step, data parallelism, optimiser, checkpoints and the loop."""
+import io
 import json
 import os
 
@@ -180,6 +181,22 @@ def test_same_seed_same_run_other_seed_differs(tiny_data, tmp_path):
   diff = np.abs(np.asarray(a["state"].params["rgb"]["attention"]["kernel"])
                 - np.asarray(c["state"].params["rgb"]["attention"]["kernel"])).max()
   assert diff > 1e-3
+
+
+def test_training_without_a_test_split_finishes(tiny_data, tmp_path):
+  """A train split alone (no test videos): training, checkpoints and the
+  training-curve plots still come out; no evaluation is attempted."""
+  from case_jax.data import open_dataset
+  cfg = tiny_config(num_steps=4)
+  train_set = open_dataset(tiny_data, "train", cfg.data.layout)
+  out = io.StringIO()
+  summary = train.train(cfg, str(tmp_path), train_set=train_set,
+                        devices=jax.devices()[:1], stream=out)
+  assert int(summary["state"].step) == 4 and "eval" not in summary
+  assert os.path.isdir(tmp_path / "checkpoints" / "4")
+  assert not (tmp_path / "eval").exists()
+  assert (tmp_path / "plots" / "training_curves.png").stat().st_size > 0
+  assert "plots not written" not in out.getvalue()
 
 
 def test_missing_data_root_names_the_fix(tmp_path):
