@@ -33,7 +33,7 @@ bench-quick: $(VENV)/.installed-bench
 DEMO_DIR ?= demo_out
 
 # Trains CASE on the built-in synthetic dataset (generated into $(DEMO_DIR)).
-# Train, detect, evaluate (mAP table), write detections and SVG plots.
+# Train, detect, evaluate (mAP table), write detections and PNG plots (plots/).
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
 	$(PY) -m case_jax.main --config=configs/synthetic.py --workdir=$(DEMO_DIR)
