@@ -42,7 +42,11 @@ def main(argv):
   if not FLAGS.workdir:
     raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir")
   if FLAGS.mode == "train":
-    train.train(FLAGS.config, FLAGS.workdir)
+    if FLAGS.config.seeds:  # several seeds -> <workdir>/seed_<s>/, seeds.md
+      from case_jax import seeds
+      seeds.run(FLAGS.config, FLAGS.workdir)
+    else:
+      train.train(FLAGS.config, FLAGS.workdir)
   elif FLAGS.mode == "evaluate":
     runs.evaluate(FLAGS.config, FLAGS.workdir)
   elif FLAGS.mode == "plots":
