@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 from jax.sharding import Mesh, PartitionSpec as P
 
 from case_jax import sinkhorn
@@ -144,6 +144,10 @@ def test_released_mode_with_beta_matches_numpy_transcription():
 @given(n=st.integers(1, 48), k=st.integers(2, 20), seed=st.integers(0, 2**31 - 1),
        eps=st.floats(0.5, 5.0), span=st.floats(0.0, 2.0),
        mode=st.sampled_from(ITERATIVE))
+# A nearly-permutation kernel (off-diagonal odds 3e-12): Sinkhorn contracts
+# so slowly that f32 stalls at a relative error of 2e-6 > tol; the
+# marginals still hold to 1e-5 and ``converged`` must say False.
+@example(n=2, k=2, seed=0, eps=3.0, span=0.0, mode="auto")
 def test_marginals_hold_at_convergence(n, k, seed, eps, span, mode):
   rng = np.random.default_rng(seed)
   log_p = cosine_log_p(rng, n, k)
@@ -155,9 +159,17 @@ def test_marginals_hold_at_convergence(n, k, seed, eps, span, mode):
   b = beta * alpha.sum() / beta.sum()
   assert np.all(np.isfinite(q)) and np.all(q >= 0)
   # Independent float64 check of the marginals (relative L1), not info's.
-  assert np.abs(q.sum(1) - alpha).sum() / alpha.sum() <= 1e-5
-  assert np.abs(q.sum(0) - b).sum() / b.sum() <= 1e-5
-  assert bool(info.converged)
+  row_err = np.abs(q.sum(1) - alpha).sum() / alpha.sum()
+  col_err = np.abs(q.sum(0) - b).sum() / b.sum()
+  assert row_err <= 1e-5 and col_err <= 1e-5
+  # ``info`` is honest: its errors are the returned Q's, and a solve that
+  # did not meet tol says so and used every iteration.
+  np.testing.assert_allclose([float(info.row_error), float(info.col_error)],
+                             [row_err, col_err], atol=5e-7)
+  if max(float(info.row_error), float(info.col_error)) <= 1e-6:
+    assert bool(info.converged)
+  if not bool(info.converged):
+    assert int(info.num_iters) == 20000
 
 
 @pytest.mark.parametrize("mode", ITERATIVE + ("released",))
