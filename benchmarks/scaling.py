@@ -60,13 +60,12 @@ import os
 import platform
 import re
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
+from benchmarks import train_step
 from benchmarks.train_step import (C, D, E, K, _cpu_name, _rss_mb, calib_gflops,
                                    loadavg, make_batch, wait_quiet)
 
@@ -291,26 +290,11 @@ def info_worker(spec: dict) -> dict:
 
 
 def run_worker(spec: dict, env_extra: dict, timeout: int = 1800) -> dict:
-  """Runs one worker in a fresh interpreter (its own XLA flags); its JSON."""
-  env = dict(os.environ)
-  env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-  env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
-  env.update(env_extra)
-  with tempfile.NamedTemporaryFile("r", suffix=".json", delete=False) as out:
-    path = out.name
-  cmd = [sys.executable, "-m", "benchmarks.scaling", "--worker", json.dumps(spec),
-         "--worker-out", path]
-  try:
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
-    if proc.returncode != 0:
-      return {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-1500:]}"}
-    with open(path) as f:
-      return json.load(f)
-  except subprocess.TimeoutExpired:
-    return {"error": f"timed out after {timeout} s"}
-  finally:
-    os.unlink(path)
+  """One worker of this module in a fresh interpreter (its own XLA flags);
+  the environment is the caller's plus ``env_extra`` (``--real`` keeps the
+  accelerators visible)."""
+  return train_step.run_worker(spec, env_extra, timeout,
+                               module="benchmarks.scaling", cpu_only=False)
 
 
 def _sim_env(n: int) -> dict:

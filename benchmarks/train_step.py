@@ -200,16 +200,20 @@ def have_torch() -> bool:
   return importlib.util.find_spec("torch") is not None
 
 
-def run_worker(spec: dict, env_extra: dict | None = None, timeout: int = 1800) -> dict:
-  """Runs one configuration in a fresh interpreter; returns its JSON result."""
+def run_worker(spec: dict, env_extra: dict | None = None, timeout: int = 1800,
+               module: str = "benchmarks.train_step", cpu_only: bool = True) -> dict:
+  """Runs ``python -m <module> --worker SPEC`` in a fresh interpreter (its own
+  XLA flags and peak RSS); returns the JSON the worker wrote, or {"error"}.
+  ``cpu_only``: JAX_PLATFORMS=cpu; otherwise the caller's environment."""
   env = dict(os.environ)
   env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
   env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
-  env["JAX_PLATFORMS"] = "cpu"
+  if cpu_only:
+    env["JAX_PLATFORMS"] = "cpu"
   env.update(env_extra or {})
   with tempfile.NamedTemporaryFile("r", suffix=".json", delete=False) as out:
     path = out.name
-  cmd = [sys.executable, "-m", "benchmarks.train_step", "--worker", json.dumps(spec),
+  cmd = [sys.executable, "-m", module, "--worker", json.dumps(spec),
          "--worker-out", path]
   try:
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True,
