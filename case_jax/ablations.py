@@ -177,15 +177,8 @@ def apply(config, name: str):
   """Applies the override set ``name`` to ``config`` (in place) and returns it."""
   if name not in ABLATIONS:
     raise KeyError(f"unknown ablation {name!r}; known: {', '.join(sorted(ABLATIONS))}")
-  for dotted, value in ABLATIONS[name].items():
-    node = config
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-      node = node[p]
-    if leaf not in node:
-      raise KeyError(f"ablation {name!r} sets unknown config key {dotted!r}")
-    node[leaf] = value
-  return config
+  from case_jax.defaults import set_dotted
+  return set_dotted(config, ABLATIONS[name], what=f"ablation {name!r}")
 
 
 def as_flags(name: str) -> str:

@@ -154,6 +154,23 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def set_dotted(c: ml_collections.ConfigDict, overrides: dict,
+               what: str = "override") -> ml_collections.ConfigDict:
+  """Sets {"model.num_clusters": 32, ...} in ``c`` (in place; returns it).
+  An unknown key is an error naming it: a typo must not be silently added."""
+  for dotted, value in overrides.items():
+    node = c
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+      if p not in node:
+        raise KeyError(f"{what} sets unknown config key {dotted!r}")
+      node = node[p]
+    if leaf not in node:
+      raise KeyError(f"{what} sets unknown config key {dotted!r}")
+    node[leaf] = value
+  return c
+
+
 def paper_variant(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Switches every documented paper-vs-code difference to the paper's value."""
   c.model.kernel_size = 3

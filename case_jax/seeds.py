@@ -91,14 +91,8 @@ def seed_dir(workdir: str, seed: int) -> str:
 
 def override(cfg, overrides: dict):
   """A copy of ``cfg`` with dotted-key ``overrides`` set."""
-  c = copy.deepcopy(cfg)
-  for dotted, value in overrides.items():
-    node = c
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  from case_jax.defaults import set_dotted
+  return set_dotted(copy.deepcopy(cfg), overrides)
 
 
 def _flat(tree, prefix=""):

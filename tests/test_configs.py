@@ -51,3 +51,13 @@ def test_ablation_config_file_and_unknown_rows():
   assert c.data.num_segments == 750
   with pytest.raises(KeyError, match="unknown ablation"):
     ablations.apply(defaults.base_config(), "table2/row99")
+
+
+def test_set_dotted_sets_nested_keys_and_rejects_typos():
+  from case_jax import defaults
+  c = defaults.base_config()
+  defaults.set_dotted(c, {"model.num_clusters": 32, "seed": 7})
+  assert c.model.num_clusters == 32 and c.seed == 7
+  for bad in ("model.num_cluster", "modle.num_clusters"):
+    with pytest.raises(KeyError, match=bad):
+      defaults.set_dotted(c, {bad: 1})

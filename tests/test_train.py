@@ -21,13 +21,7 @@ def tiny_config(**over):
   c.batch_size = 8
   c.log_every = 5
   c.checkpoint_every = 5
-  for k, v in over.items():
-    node = c
-    *ps, leaf = k.split(".")
-    for p in ps:
-      node = node[p]
-    node[leaf] = v
-  return c
+  return defaults.set_dotted(c, over)
 
 
 def random_batch(rng, b=8, t=32, d=12, c=5):
