@@ -259,22 +259,8 @@ def _dims(cfg, train_set) -> dict:
 def vmapped_step(model, tx, cfg, devices):
   """The per-device step vmapped over a leading seed axis, data-parallel
   over ``devices``: f(state (n, S, ...), batch (n, S, b, ...))."""
-  n = len(devices)
-  step = jax.vmap(train.make_step_fn(model, tx, cfg, axis_name=train.AXIS,
-                                     num_devices=n))
-  if cfg.parallel == "pmap":
-    return jax.pmap(step, axis_name=train.AXIS, devices=devices, donate_argnums=(0,))
-  if cfg.parallel == "shard_map":
-    def body(state, batch):  # a leading shard axis of 1, like one pmap slot
-      squeeze = lambda t: jax.tree.map(lambda x: x[0], t)
-      expand = lambda t: jax.tree.map(lambda x: x[None], t)
-      new_state, metrics = step(squeeze(state), squeeze(batch))
-      return expand(new_state), expand(metrics)
-    spec = P(train.AXIS)
-    mapped = jax.shard_map(body, mesh=Mesh(np.array(devices), (train.AXIS,)),
-                           in_specs=(spec, spec), out_specs=(spec, spec))
-    return jax.jit(mapped, donate_argnums=(0,))
-  raise ValueError(f"parallel must be 'pmap' or 'shard_map', got {cfg.parallel!r}")
+  return train.parallel_step(model, tx, cfg, devices, cfg.parallel,
+                             transform=jax.vmap)
 
 
 def _stacked_batch(train_set, step, seeds, cfg, n) -> dict:
@@ -407,34 +393,13 @@ def train_vmapped(cfg, seeds, workdir: str, *, devices=None, stream=None
   hs = host_state()
   summaries = {}
   for i, (s, run) in enumerate(zip(seeds, runs)):
-    final = seed_state(hs, i)
-    step = int(final.step)
-    run.manager.save(final, meta=train._meta(run.cfg, step))
-    run.manager.wait()
-    summary = {"state": final, "metrics": metrics[i], "workdir": run.dir,
-               "classes": list(train_set.classes), "model": model}
     if run.evaluator:
       stream.write(f"\n== seed {s} ==")
-      final_eval = run.evaluator.run(model, final, step, run.log, final=True)
-      summary["eval"] = final_eval
-      summary["metrics"] = {**metrics[i], **final_eval["scalars"]}
-      run.board.write(step, final_eval["scalars"])
-      run.evaluator.report(run.dir, final_eval, step)
-    run.close()
-    if not cfg.eval.get("plots", True):
-      summaries[s] = summary
-      continue
-    try:  # figures, as train.train writes them; a failure is only a note
-      from case_jax import visualize
-      visualize.write_plots(
-          run.cfg, run.dir, model=model, state=final,
-          metrics_only=run.evaluator is None,
-          test_set=run.evaluator.test_set if run.evaluator else None,
-          evaluated=summary.get("eval"), stream=stream)
-    except Exception as e:  # noqa: BLE001
-      stream.write(f"(plots not written: {type(e).__name__}: {e}; rerun them "
-                   "with --mode=plots)\n")
-    summaries[s] = summary
+    summaries[s] = train.finish_run(
+        run.cfg, run.dir, model, seed_state(hs, i), metrics[i],
+        manager=run.manager, evaluator=run.evaluator, log=run.log, board=run.board,
+        classes=train_set.classes, stream=stream)
+    run.log.close()
   return summaries
 
 

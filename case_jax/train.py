@@ -154,14 +154,19 @@ def shard_batch(batch: dict, devices) -> dict:
   return jax.device_put(out, _leading_sharding(devices))
 
 
-def parallel_step(model, tx, cfg, devices, how: str = "pmap") -> Callable:
+def parallel_step(model, tx, cfg, devices, how: str = "pmap",
+                  transform: Optional[Callable] = None) -> Callable:
   """The data-parallel train step over ``devices``.
 
   Returns f(state, batch) with state replicated (n, ...) and batch sharded
-  (n, b, ...); metrics come back replicated (n,).
+  (n, b, ...); metrics come back replicated (n,).  ``transform`` wraps the
+  per-device step first (``jax.vmap``: several seeds per device, see
+  seeds.py); collectives name the device axis, which it leaves alone.
   """
   n = len(devices)
   step = make_step_fn(model, tx, cfg, axis_name=AXIS, num_devices=n)
+  if transform is not None:
+    step = transform(step)
   if how == "pmap":
     return jax.pmap(step, axis_name=AXIS, devices=devices, donate_argnums=(0,))
   if how == "shard_map":
@@ -323,21 +328,33 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *,
         raise ckpt_lib.Preempted(done, guard.signum)
 
   # ---- Final save and evaluation -------------------------------------------------
-  final = get_state(rstate)
-  manager.save(final, meta=_meta(cfg, int(final.step)))
+  with open(log_path if primary else os.devnull, "a") as log:
+    return finish_run(cfg, workdir, model, get_state(rstate), metrics,
+                      manager=manager, evaluator=evaluator, log=log, board=board,
+                      classes=train_set.classes, stream=stream, primary=primary)
+
+
+def finish_run(cfg, workdir: str, model, final: TrainState, metrics: dict, *,
+               manager, evaluator, log, board, classes, stream,
+               primary: bool = True) -> dict:
+  """The end of a run: final checkpoint, final test evaluation and report
+  (``<workdir>/eval/``), TensorBoard, PNG figures.  ``log`` is the open
+  metrics.jsonl; ``board`` is closed here.  Returns train()'s summary."""
+  step = int(final.step)
+  manager.save(final, meta=_meta(cfg, step))
   manager.wait()
   summary = {"state": final, "metrics": metrics, "workdir": workdir,
-             "classes": list(train_set.classes), "model": model}
+             "classes": list(classes), "model": model}
+  final_eval = None
   if evaluator:
-    with open(log_path, "a") as log:
-      final_eval = evaluator.run(model, final, int(final.step), log, final=True)
+    final_eval = evaluator.run(model, final, step, log, final=True)
     summary["eval"] = final_eval
     summary["metrics"] = {**metrics, **final_eval["scalars"]}
-    board.write(int(final.step), final_eval["scalars"])
+    board.write(step, final_eval["scalars"])
   if board:
     board.close()
   if evaluator:
-    evaluator.report(workdir, final_eval, int(final.step))
+    evaluator.report(workdir, final_eval, step)
   if primary and cfg.eval.get("plots", True):
     # PNGs into <workdir>/plots/, from the final evaluation's detections.
     # Figures are a convenience: any failure is a note, never a failed run.
@@ -346,7 +363,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *,
       visualize.write_plots(
           cfg, workdir, model=model, state=final, metrics_only=evaluator is None,
           test_set=evaluator.test_set if evaluator else None,
-          evaluated=final_eval if evaluator else None, stream=stream)
+          evaluated=final_eval, stream=stream)
     except Exception as e:  # noqa: BLE001
       stream.write(f"(plots not written: {type(e).__name__}: {e}; rerun them "
                    "with --mode=plots)\n")
