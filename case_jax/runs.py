@@ -50,7 +50,8 @@ def evaluate(cfg, workdir: str, stream=None) -> dict:
                                {"step": int(state.step)})
   stream.write(f"Checkpoint step {int(state.step)}, {len(test_set)} test videos:\n"
                + evaluation.format_map_table(out["result"]) + "\n"
-               f"Wrote {paths['detections']}, detections.csv and metrics.json\n")
+               f"Wrote {paths['detections']}, detections.csv, "
+               "detections_thumos14.txt and metrics.json\n")
   return out
 
 

@@ -429,7 +429,8 @@ class _Evaluator:
         f"Best of the evaluations during training (test-set model selection, as "
         f"the released code reports): mAP {100 * self.best[0]:.2f} at step "
         f"{self.best[1]}\n"
-        f"Wrote {paths['detections']}, detections.csv and metrics.json\n")
+        f"Wrote {paths['detections']}, detections.csv, detections_thumos14.txt "
+        "and metrics.json\n")
 
 
 def local_workdir(workdir: str) -> str:
