@@ -77,6 +77,49 @@ def test_one_four_devices_pmap_and_shard_map_agree(mode):
   assert int(four.step) == 3
 
 
+def _device_counts_worker(out_path):
+  """Run in a subprocess with 8 simulated devices: three steps of the same
+  global batches on 1, 2, 4 and 8 devices; saves params, Q^R and metrics."""
+  cfg = tiny_config()                      # global batch 8: divisible by 8
+  rng = np.random.default_rng(0)
+  batches = [random_batch(rng) for _ in range(3)]
+  out = {}
+  for n in (1, 2, 4, 8):
+    state, metrics = run_parallel(cfg, batches, jax.devices()[:n], "pmap")
+    for i, leaf in enumerate(jax.tree.leaves((state.params, state.q_r))):
+      out[f"n{n}_leaf{i}"] = np.asarray(leaf)
+    for key in ("loss", "L_C", "L_R", "H_qc", "qr_fg_max"):
+      out[f"n{n}_{key}"] = np.asarray(metrics[key])
+  np.savez(out_path, **out)
+
+
+def test_one_two_four_eight_devices_give_the_same_step(tmp_path):
+  """Issue #6 §1 at every device count it names (8 needs its own process:
+  the device count is fixed when jax starts)."""
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = str(tmp_path / "counts.npz")
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.run(
+      [sys.executable, "-c", "import sys; from tests.test_train import "
+       "_device_counts_worker as w; w(sys.argv[1])", out],
+      cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  got = np.load(out)
+  leaves = sorted({k.split("_", 1)[1] for k in got.files if k.startswith("n1_leaf")})
+  assert len(leaves) > 10
+  for n in (2, 4, 8):
+    for name in leaves:
+      np.testing.assert_allclose(got[f"n{n}_{name}"], got[f"n1_{name}"], atol=1e-5,
+                                 rtol=0, err_msg=f"{n} devices, {name}")
+    for key in ("loss", "L_C", "L_R", "H_qc", "qr_fg_max"):
+      np.testing.assert_allclose(got[f"n{n}_{key}"], got[f"n1_{key}"], rtol=1e-4,
+                                 atol=1e-5, err_msg=f"{n} devices, {key}")
+
+
 def test_step_metrics_are_finite_and_complete():
   cfg = tiny_config()
   _, metrics = run_parallel(cfg, [random_batch(np.random.default_rng(1))],
