@@ -21,6 +21,7 @@ signal of the same kind while the flag is pending acts as the default
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import warnings
@@ -102,6 +103,7 @@ class PreemptionGuard:
 
 
 COMMIT_MODES = ("auto", "rename", "commit_file")
+_COMMIT_FILE = "commit_success.txt"  # Orbax's marker of a finished save
 # Object-store FUSE mounts: no atomic directory rename (gcsfuse copies object
 # by object, and refuses non-empty directories unless --rename-dir-limit).
 _NO_ATOMIC_RENAME_FS = ("fuse.gcsfuse", "fuse.s3fs", "fuse.goofys", "fuse.rclone",
@@ -111,7 +113,7 @@ _NO_ATOMIC_RENAME_FS = ("fuse.gcsfuse", "fuse.s3fs", "fuse.goofys", "fuse.rclone
 def mount_fstype(path: str, mounts_file: str = "/proc/mounts") -> Optional[str]:
   """File-system type of the mount holding ``path`` (longest mount-point
   prefix in ``mounts_file``), or None when it cannot be told."""
-  path = os.path.realpath(path) if os.path.exists(path) else os.path.abspath(path)
+  path = os.path.realpath(path)  # also for a path not created yet (symlinked mounts)
   best, fstype = "", None
   try:
     with open(mounts_file) as f:
@@ -165,18 +167,43 @@ class Checkpointer:
         max_to_keep=keep, create=True, enable_async_checkpointing=True, **extra)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
-  def latest_step(self) -> Optional[int]:
-    return self._manager.latest_step()
-
   def all_steps(self) -> list[int]:
-    """Committed steps, oldest first (uncommitted tmp directories excluded)."""
-    return sorted(self._manager.all_steps())
+    """Committed steps, oldest first.  Orbax marks a finished save with
+    ``<step>/commit_success.txt`` in either commit mode; a step directory
+    without it (a commit_file save that died, then listed by a Checkpointer
+    opened in rename mode) is left out, so the guarantee does not depend on
+    the mode a directory is reopened with."""
+    steps = sorted(self._manager.all_steps())
+    if "://" in self.directory:
+      return steps
+    done = [s for s in steps if os.path.exists(
+        os.path.join(self.directory, str(s), _COMMIT_FILE))]
+    if len(done) < len(steps):
+      warnings.warn(f"{self.directory}: steps {sorted(set(steps) - set(done))} "
+                    "have no commit marker (unfinished saves) and are ignored.",
+                    RuntimeWarning)
+    return done
+
+  def latest_step(self) -> Optional[int]:
+    steps = self.all_steps()
+    return steps[-1] if steps else None
 
   def save(self, state: Any, meta: dict) -> bool:
     """Starts an async save of ``meta['step']``; False if it already exists."""
     step = int(meta["step"])
-    if self._manager.latest_step() == step:
+    if self.latest_step() == step:
       return False  # already saved (e.g. a resume that had nothing left to run)
+    stale = os.path.join(self.directory, str(step))
+    if "://" not in self.directory and os.path.isdir(stale):
+      # An unfinished save of this very step (a run that died mid-save and
+      # resumed from an older one): replace it, never keep or skip it.
+      self._manager.wait_until_finished()
+      if jax.process_index() == 0:
+        shutil.rmtree(stale, ignore_errors=True)
+      if jax.process_count() > 1:  # nobody writes the step before it is gone
+        from case_jax import distributed
+        distributed.barrier()
+      self._manager.reload()
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
     return True

@@ -8,6 +8,7 @@ uncommitted (half-written) step directory is never restored.
 import glob
 import json
 import os
+import warnings
 import signal
 import subprocess
 import sys
@@ -232,10 +233,40 @@ def test_commit_file_mode_never_lists_an_unfinished_save(tmp_path):
   mgr.close()
   assert not glob.glob(os.path.join(d, "*orbax-checkpoint-tmp*"))  # no renames
   os.remove(os.path.join(d, "3", "commit_success.txt"))   # died before commit
+  # Whatever mode the directory is reopened with (a symlinked mount, a
+  # bucket copied to local disk), the unfinished step stays invisible.
+  for mode in ("commit_file", "rename", "auto"):
+    mgr = ckpt_lib.Checkpointer(d, keep=5, commit=mode)
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", RuntimeWarning)
+      assert mgr.all_steps() == [1, 2] and mgr.latest_step() == 2, mode
+      state, meta = mgr.restore_latest(_tiny_state(0))
+    assert meta["step"] == 2 and int(state["step"]) == 2
+    mgr.close()
+
+
+@pytest.mark.parametrize("mode", ("commit_file", "rename"))
+def test_resaving_a_step_whose_save_died_replaces_it(tmp_path, mode):
+  """Resumed from step 2, the run reaches step 3 again: the dead save's
+  directory is replaced by a real checkpoint, not kept or skipped."""
+  d = str(tmp_path / "ckpt")
   mgr = ckpt_lib.Checkpointer(d, keep=5, commit="commit_file")
-  assert mgr.all_steps() == [1, 2]
+  for s in (1, 2, 3):
+    mgr.save(_tiny_state(s), meta={"step": s})
+    mgr.wait()
+  mgr.close()
+  os.remove(os.path.join(d, "3", "commit_success.txt"))
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    mgr = ckpt_lib.Checkpointer(d, keep=5, commit=mode)
+    assert mgr.save(_tiny_state(33), meta={"step": 3})
+    mgr.wait()
+    mgr.close()
+  mgr = ckpt_lib.Checkpointer(d, keep=5, commit=mode)
+  assert mgr.all_steps() == [1, 2, 3]
   state, meta = mgr.restore_latest(_tiny_state(0))
-  assert meta["step"] == 2 and int(state["step"]) == 2
+  assert meta["step"] == 3
+  np.testing.assert_array_equal(np.asarray(state["w"]), 33.0)
 
 
 def test_url_workdir_is_refused_with_the_fix():
