@@ -116,3 +116,61 @@ def test_every_table_row_is_a_preset():
     for row in spec.rows:
       assert row.preset in ablations.ABLATIONS and row.preset.startswith(f"table{number}/")
       assert len(row.cells) == len(spec.columns)
+
+
+def _effective(preset):
+  """The config a preset trains: base config + its overrides, flattened."""
+  from case_jax import defaults
+  cfg = ablations.apply(defaults.base_config(), preset)
+  flat = {}
+
+  def walk(node, prefix):
+    for k, v in node.items():
+      if hasattr(v, "items"):
+        walk(v, f"{prefix}{k}.")
+      else:
+        flat[f"{prefix}{k}"] = v
+  walk(cfg, "")
+  return flat
+
+
+def test_switch_cells_are_what_the_presets_set():
+  """Each ✓ of Tables 2, 9 and 10 is read off the effective config, not off
+  the table's own data."""
+  y = "\u2713"
+  for row in ablations.TABLES[2].rows:
+    c = _effective(row.preset)
+    tscl = (c["labeling.colabel_topk"] and c["labeling.colabel_clusters"]
+            and c["labeling.colabel_cluster_cls"])
+    want = (c["labeling.snippet_clustering"], c["labeling.cluster_classification"],
+            c["labeling.ddcl"], tscl, c["inference.cat"])
+    assert row.cells == tuple(y if w else "" for w in want), row.preset
+  for row in ablations.TABLES[9].rows:
+    c = _effective(row.preset)
+    want = (True, c["labeling.use_attention"],
+            c["labeling.use_attention"] and c["loss.attention"] == "gce")
+    assert row.cells == tuple(y if w else "" for w in want), row.preset
+  for row in ablations.TABLES[10].rows:
+    c = _effective(row.preset)
+    want = (c["labeling.colabel_topk"], c["labeling.colabel_cluster_cls"],
+            c["labeling.colabel_clusters"])
+    assert row.cells == tuple(y if w else "" for w in want), row.preset
+  for row in ablations.TABLES[3].rows:
+    k = int(row.cells[0])
+    if k:
+      assert _effective(row.preset)["model.num_clusters"] == k
+
+
+def test_rows_the_paper_reports_as_the_same_model_are_the_same_config():
+  """The paper prints the same number for the same model in several tables
+  (38.3 the baseline, 40.3 SCC with K^C = 16, 46.2 full CASE): those
+  presets must train the same config."""
+  same = [("table2/row1", "table3/k0", "table9/row3"),
+          ("table2/row2", "table3/k16"),
+          ("table2/row8", "table4/dcl_soft", "table5/case", "table10/row6")]
+  for group in same:
+    first = _effective(group[0])
+    for other in group[1:]:
+      got = _effective(other)
+      diff = {k for k in first if first[k] != got.get(k)}
+      assert not diff, f"{group[0]} vs {other}: {sorted(diff)}"
