@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+
+from case_jax import fileio
 
 # Released defaults (notes §2.1 and §3).
 CLASS_THRESHOLD = 0.25
@@ -398,25 +398,6 @@ def to_result_json(detections_by_video: Mapping[str, Sequence[dict]],
   return {"version": "VERSION 1.3", "results": results, "external_data": {}}
 
 
-def _atomic_write(path, write: Callable) -> None:
-  """Writes through a temp file in the same directory, then os.replace: a
-  reader never sees a partial file, and a failed write leaves nothing."""
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w", newline="") as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def write_results(path_json, path_csv, detections_by_video: Mapping[str, Sequence[dict]],
                   class_names: Sequence[str]) -> dict:
   """Writes the result JSON and (unless path_csv is None) a CSV with header
@@ -436,7 +417,7 @@ def write_results(path_json, path_csv, detections_by_video: Mapping[str, Sequenc
         writer.writerow([vid, d["label"], repr(d["segment"][0]), repr(d["segment"][1]),
                          repr(d["score"])])
 
-  _atomic_write(path_json, write_json)
+  fileio.atomic_write(path_json, write_json)
   if path_csv is not None:
-    _atomic_write(path_csv, write_csv)
+    fileio.atomic_write(path_csv, write_csv)
   return result

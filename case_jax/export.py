@@ -22,9 +22,9 @@ order, each video's detections by decreasing score (stable).
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Mapping, Optional, Sequence, Union
+
+from case_jax import fileio
 
 THUMOS14_DETECTION_CLASS_IDS = {
     "BaseballPitch": 7, "BasketballDunk": 9, "Billiards": 12, "CleanAndJerk": 21,
@@ -80,17 +80,5 @@ def write_thumos14(path: str, result: Mapping,
                    class_ids: ClassIds = None) -> int:
   """Writes the toolkit text file atomically; returns the number of lines."""
   lines = thumos14_lines(result, class_names, class_ids)
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path),
-                             suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  fileio.write_text(path, "".join(line + "\n" for line in lines))
   return len(lines)

@@ -10,13 +10,12 @@ case_jax/visualize.py at the end of training or by ``--mode=plots``.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional
 
 import numpy as np
 
-from case_jax import detection, evaluation, export, inference
+from case_jax import detection, evaluation, export, fileio, inference
 
 
 def load_test_ground_truth(root: str, cfg) -> evaluation.GroundTruth:
@@ -90,9 +89,6 @@ def write_outputs(out_dir: str, evaluated: dict, test_set=None, cfg=None,
   metrics = evaluation.result_to_json(evaluated["result"]) if evaluated.get("result") else {}
   if extra:
     metrics.update(extra)
-  tmp = os.path.join(out_dir, f".metrics.json.tmp{os.getpid()}")
-  with open(tmp, "w") as f:
-    json.dump(metrics, f, indent=2)
-  os.replace(tmp, os.path.join(out_dir, "metrics.json"))
+  fileio.write_json(os.path.join(out_dir, "metrics.json"), metrics)
   return {"detections": os.path.join(out_dir, "detections.json"),
           "metrics": os.path.join(out_dir, "metrics.json")}

@@ -44,6 +44,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from case_jax import checkpoint as ckpt_lib
+from case_jax import fileio
 from case_jax import model as model_lib
 from case_jax import train
 
@@ -112,7 +113,7 @@ def check_reusable(cfg, directory: str) -> None:
   path = os.path.join(directory, "config.json")
   if not os.path.exists(path):
     return
-  old = _flat(json.load(open(path)))
+  old = _flat(fileio.read_json(path))
   new = _flat(json.loads(cfg.to_json_best_effort()))
   diff = [k for k in sorted(set(old) | set(new))
           if k not in _REUSE_IGNORES and old.get(k) != new.get(k)]
@@ -133,7 +134,7 @@ def read_metrics(eval_dir: str, step: Optional[int] = None) -> Optional[dict]:
   path = os.path.join(eval_dir, "metrics.json")
   if not os.path.exists(path):
     return None
-  m = json.load(open(path))
+  m = fileio.read_json(path)
   if step is not None and m.get("step") != step:
     return None
   out = {"step": m.get("step"), "mAP": float(m["average_map"])}
@@ -521,14 +522,12 @@ def run(cfg, workdir: str, *, devices=None, stream=None,
   md, info = seeds_table(per_seed)
   paths = {"md": os.path.join(workdir, "seeds.md"),
            "json": os.path.join(workdir, "seeds.json")}
-  with open(paths["md"], "w") as f:
-    f.write(md + "\n")
-  with open(paths["json"], "w") as f:
-    json.dump({"seeds": seeds, "mode": mode, "num_steps": cfg.num_steps,
-               "per_seed": {str(s): m for s, m in per_seed.items()},
-               "evaluations": {n: {str(s): m for s, m in v.items()}
-                               for n, v in extra.items()},
-               **info}, f, indent=2)
+  fileio.write_text(paths["md"], md + "\n")
+  fileio.write_json(paths["json"], {
+      "seeds": seeds, "mode": mode, "num_steps": cfg.num_steps,
+      "per_seed": {str(s): m for s, m in per_seed.items()},
+      "evaluations": {n: {str(s): m for s, m in v.items()} for n, v in extra.items()},
+      **info})
   stream.write(f"\nFinal test metrics over {len(seeds)} seed(s), % "
                f"(mean ± sample std):\n{md}\nWrote {paths['md']} and "
                f"{paths['json']}\n")

@@ -23,12 +23,11 @@ trained there are reused, so an interrupted command resumes when rerun
 from __future__ import annotations
 
 import copy
-import json
 import os
 import sys
 import time
 
-from case_jax import ablations, seeds as seeds_lib, train
+from case_jax import ablations, fileio, seeds as seeds_lib, train
 
 
 def parse_seed_arg(text) -> list[int]:
@@ -90,12 +89,10 @@ def run_table(cfg, number, workdir: str, *, seeds=None, rows=None, devices=None,
            "over seeds; 'paper' = the paper's THUMOS14 numbers.")
   paths = {"md": os.path.join(workdir, f"table{spec.number}.md"),
            "json": os.path.join(workdir, f"table{spec.number}.json")}
-  with open(paths["md"], "w") as f:
-    f.write(f"{title}\n\n{md}\n")
-  with open(paths["json"], "w") as f:
-    json.dump({"table": spec.number, "caption": spec.caption,
-               "config": config_name, "num_steps": cfg.num_steps,
-               "seeds": seed_ids, **data}, f, indent=2)
+  fileio.write_text(paths["md"], f"{title}\n\n{md}\n")
+  fileio.write_json(paths["json"], {
+      "table": spec.number, "caption": spec.caption, "config": config_name,
+      "num_steps": cfg.num_steps, "seeds": seed_ids, **data})
   stream.write(f"\n{title}\n\n{md}\n\nWrote {paths['md']} and {paths['json']}\n")
   stream.flush()
   return {"markdown": md, "rows": data["rows"], "paths": paths}
