@@ -9,7 +9,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from case_jax import runs, seeds, train
+from case_jax import checkpoint as ckpt_lib, runs, seeds, train
 from case_jax.data.synthetic import write_synthetic_thumos
 from test_train import assert_trees_close, tiny_config
 
@@ -167,3 +167,28 @@ def test_seeds_flag_parses_from_the_command_line():
   fv(argv)
   assert fv.config.seeds == "0,1,2" and fv.config.seeds_mode == "vmap"
   assert seeds.seed_list(fv.config) == [0, 1, 2]
+
+
+def test_an_error_in_one_seeds_evaluation_keeps_every_final_checkpoint(
+    two_ways, tmp_path, monkeypatch):
+  """vmap mode: the final checkpoints of all seeds are committed before any
+  seed is evaluated, and every seed's files are closed on the error."""
+  opened = []
+  real_init = seeds._SeedRun.__init__
+
+  def tracking_init(self, *a, **k):
+    real_init(self, *a, **k)
+    opened.append(self)
+  monkeypatch.setattr(seeds._SeedRun, "__init__", tracking_init)
+
+  def failing_finish(*a, **k):
+    raise RuntimeError("evaluation broke")
+  monkeypatch.setattr(train, "finish_run", failing_finish)
+  cfg = seeds_config(two_ways["root"], seeds_mode="vmap", eval_every=0)
+  with no_figures(), pytest.raises(RuntimeError, match="evaluation broke"):
+    seeds.run(cfg, str(tmp_path), devices=two_ways["devices"],
+              stream=open(os.devnull, "w"))
+  for s in (0, 1):
+    mgr = ckpt_lib.Checkpointer(os.path.join(tmp_path, f"seed_{s}", "checkpoints"))
+    assert mgr.latest_step() == 6, s
+  assert len(opened) == 2 and all(r.log.closed for r in opened)

@@ -27,6 +27,8 @@ import os
 import sys
 import time
 
+import jax
+
 from case_jax import ablations, fileio, seeds as seeds_lib, train
 
 
@@ -62,13 +64,13 @@ def run_table(cfg, number, workdir: str, *, seeds=None, rows=None, devices=None,
   spec = ablations.table(number)
   selected = spec.select(rows)
   stream = stream or sys.stdout
-  workdir = os.path.abspath(workdir)
+  workdir = train.local_workdir(workdir)
   os.makedirs(workdir, exist_ok=True)
   cfg = copy.deepcopy(cfg)
   seed_ids = list(seeds) if seeds else seeds_lib.seed_list(cfg)
   cfg.seeds = ",".join(map(str, seed_ids))
   # Generated data once for every row.
-  cfg.data.root = train.resolve_data_root(cfg, workdir)
+  cfg.data.root = seeds_lib.shared_data_root(cfg, workdir)
   evaluations = tuple((name, ov) for _, name, ov in spec.evaluations)
 
   results = []
@@ -82,6 +84,8 @@ def run_table(cfg, number, workdir: str, *, seeds=None, rows=None, devices=None,
     out = seeds_lib.run(row_cfg, _row_dir(workdir, row), devices=devices,
                         stream=stream, evaluations=evaluations)
     results.append(out)
+  if jax.process_index() != 0:  # process 0 has the metrics and writes the table
+    return {"rows": [r.preset for r in selected], "paths": {}}
 
   md, data = format_table(spec, selected, results)
   title = (f"Table {spec.number}: {spec.caption}. {config_name or 'config'}, "
@@ -151,6 +155,8 @@ def main(argv=None):
   FLAGS = flags.FLAGS
 
   def _main(args):
+    from case_jax import distributed
+    distributed.maybe_initialize()  # multi-host: before any JAX backend use
     if len(args) > 1:
       raise app.UsageError(f"Unexpected arguments: {args[1:]}")
     if not FLAGS.verbose:
