@@ -62,6 +62,33 @@ def evaluate_state(test_set, model, params, q_r, cfg, gt, *,
           "class_names": names}
 
 
+SNIPPET_KEYS = ("test_fb_acc", "test_H_pc", "test_H_mean_pc")
+
+
+def snippet_scalars(stats: dict) -> dict:
+  """The detection pass's snippet statistics (inference.SnippetStats) under
+  their metrics names: F&B accuracy, H(P^C), H(mean P^C)."""
+  return dict(zip(SNIPPET_KEYS, (float(stats["fb_acc"]), float(stats["H_pc"]),
+                                 float(stats["H_mean_pc"]))))
+
+
+def read_eval_metrics(eval_dir: str, step: Optional[int] = None) -> Optional[dict]:
+  """``<eval_dir>/metrics.json`` as the flat scalars of ``scalar_metrics``
+  (plus ``step`` and the snippet statistics), or None when it is missing
+  or was written at another step than ``step``."""
+  path = os.path.join(eval_dir, "metrics.json")
+  if not os.path.exists(path):
+    return None
+  m = fileio.read_json(path)
+  if step is not None and m.get("step") != step:
+    return None
+  out = {"step": m.get("step"), **scalar_metrics({
+      "average_map": m["average_map"], "tiou_thresholds": m["tiou_thresholds"],
+      "map": m["map"], "summary": m.get("summary", {})})}
+  out.update({k: float(m[k]) for k in SNIPPET_KEYS if k in m})
+  return out
+
+
 def scalar_metrics(result: dict, prefix: str = "") -> dict:
   """mAP per threshold and the summaries as flat floats (for metrics.jsonl)."""
   out = {f"{prefix}mAP": float(result["average_map"])}
@@ -72,14 +99,9 @@ def scalar_metrics(result: dict, prefix: str = "") -> dict:
   return out
 
 
-def write_outputs(out_dir: str, evaluated: dict, test_set=None, cfg=None,
-                  extra: Optional[dict] = None) -> dict:
-  """Writes detections.json/.csv/_thumos14.txt and metrics.json.
-
-  ``test_set`` and ``cfg`` are no longer used (the timelines moved to
-  ``<workdir>/plots/``, case_jax/visualize.py); kept so callers still work.
-  """
-  del test_set, cfg
+def write_outputs(out_dir: str, evaluated: dict, extra: Optional[dict] = None) -> dict:
+  """Writes detections.json/.csv/_thumos14.txt and metrics.json (figures:
+  case_jax/visualize.py, into <workdir>/plots/)."""
   os.makedirs(out_dir, exist_ok=True)
   results = detection.write_results(os.path.join(out_dir, "detections.json"),
                                     os.path.join(out_dir, "detections.csv"),

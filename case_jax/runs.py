@@ -44,10 +44,9 @@ def evaluate(cfg, workdir: str, stream=None) -> dict:
   test_set = train.open_split(cfg, root, "test", classes=info["classes"],
                               stream=stream)
   gt = report.load_test_ground_truth(root, cfg)
-  out = report.evaluate_state(test_set, model, state.params, state.q_r, cfg, gt,
-                              keep_scores=True)
-  paths = report.write_outputs(os.path.join(workdir, "eval"), out, test_set, cfg,
-                               {"step": int(state.step)})
+  out = report.evaluate_state(test_set, model, state.params, state.q_r, cfg, gt)
+  paths = report.write_outputs(os.path.join(workdir, "eval"), out, {
+      "step": int(state.step), **report.snippet_scalars(out["stats"])})
   stream.write(f"Checkpoint step {int(state.step)}, {len(test_set)} test videos:\n"
                + evaluation.format_map_table(out["result"]) + "\n"
                f"Wrote {paths['detections']}, detections.csv, "

@@ -131,20 +131,8 @@ def read_metrics(eval_dir: str, step: Optional[int] = None) -> Optional[dict]:
   """Flat scalars of ``<eval_dir>/metrics.json`` (``mAP``, ``mAP@0.10``...,
   the partial AVGs, ``test_fb_acc``...), or None when it is missing or was
   written at another step than ``step``."""
-  path = os.path.join(eval_dir, "metrics.json")
-  if not os.path.exists(path):
-    return None
-  m = fileio.read_json(path)
-  if step is not None and m.get("step") != step:
-    return None
-  out = {"step": m.get("step"), "mAP": float(m["average_map"])}
-  for t, v in zip(m["tiou_thresholds"], m["map"]):
-    out[f"mAP@{float(t):.2f}"] = float(v)
-  out.update({k: float(v) for k, v in m.get("summary", {}).items()})
-  for k in ("test_fb_acc", "test_H_pc", "test_H_mean_pc"):
-    if k in m:
-      out[k] = float(m[k])
-  return out
+  from case_jax import report
+  return report.read_eval_metrics(eval_dir, step)
 
 
 def evaluate_variant(cfg, directory: str, name: str, overrides: dict, *,
@@ -173,10 +161,8 @@ def evaluate_variant(cfg, directory: str, name: str, overrides: dict, *,
                      report.load_test_ground_truth(root, c))
   test_set, gt = cache["test"]
   out = report.evaluate_state(test_set, model, state.params, state.q_r, c, gt)
-  stats = out["stats"]
   report.write_outputs(out_dir, out, extra={
-      "step": int(state.step), "test_fb_acc": stats["fb_acc"],
-      "test_H_pc": stats["H_pc"], "test_H_mean_pc": stats["H_mean_pc"],
+      "step": int(state.step), **report.snippet_scalars(out["stats"]),
       "overrides": overrides})
   return read_metrics(out_dir)
 

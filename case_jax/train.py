@@ -396,12 +396,10 @@ class _Evaluator:
   def run(self, model, state, step, log, final=False):
     from case_jax import report
     out = report.evaluate_state(self.test_set, model, state.params, state.q_r,
-                                self.cfg, self.gt, keep_scores=final)
-    scalars = report.scalar_metrics(out["result"])
-    stats = out["stats"]  # from the detection pass: no second forward
-    scalars["test_fb_acc"] = stats["fb_acc"]
-    scalars["test_H_pc"] = stats["H_pc"]
-    scalars["test_H_mean_pc"] = stats["H_mean_pc"]
+                                self.cfg, self.gt)
+    # snippet statistics from the detection pass: no second forward
+    scalars = {**report.scalar_metrics(out["result"]),
+               **report.snippet_scalars(out["stats"])}
     if self.best is None or scalars["mAP"] > self.best[0]:
       self.best = (scalars["mAP"], step)
     log.write(json.dumps({"step": step, **scalars}) + "\n")
@@ -415,11 +413,9 @@ class _Evaluator:
   def report(self, workdir, final_eval, step):
     from case_jax import evaluation, report
     sc = final_eval["scalars"]
-    extra = {"step": step, "test_fb_acc": sc["test_fb_acc"],
-             "test_H_pc": sc["test_H_pc"], "test_H_mean_pc": sc["test_H_mean_pc"],
+    extra = {"step": step, **{k: sc[k] for k in report.SNIPPET_KEYS},
              "best_test_selected": {"mAP": self.best[0], "step": self.best[1]}}
-    paths = report.write_outputs(os.path.join(workdir, "eval"), final_eval,
-                                 self.test_set, self.cfg, extra)
+    paths = report.write_outputs(os.path.join(workdir, "eval"), final_eval, extra)
     self.stream.write(
         f"\nDetection mAP of the final checkpoint (step {step}), "
         f"{len(self.test_set)} test videos:\n"

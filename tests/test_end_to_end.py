@@ -48,6 +48,8 @@ def test_train_evaluate_predict(tmp_path):
   again = json.load(open(os.path.join(eval_dir, "metrics.json")))
   assert again["average_map"] == logged["average_map"]
   assert again["map"] == logged["map"]
+  for key in ("test_fb_acc", "test_H_pc", "test_H_mean_pc"):   # same snippet stats
+    assert again[key] == pytest.approx(logged[key], abs=1e-9), key
 
   # The evaluator's CLI on the written files gives the same number too.
   env = dict(os.environ, PYTHONPATH=REPO)
