@@ -5,6 +5,8 @@ see ../shared/reference/official_code_notes.md, "notes" below).  Wherever the
 paper (arXiv 2312.14138, "paper") says otherwise, the switch is here with both
 values in its comment, and ``paper_variant(config)`` sets the paper's.
 """
+import json
+
 import ml_collections
 
 
@@ -169,6 +171,26 @@ def set_dotted(c: ml_collections.ConfigDict, overrides: dict,
       raise KeyError(f"{what} sets unknown config key {dotted!r}")
     node[leaf] = value
   return c
+
+
+def config_diff(old, new, *, only: tuple = (), ignore: tuple = ()) -> list:
+  """[(dotted key, old value, new value)] where two configs (ConfigDicts or
+  their JSON dicts, e.g. a workdir's config.json) differ; ``only``: keys
+  under these prefixes ("model.", ...); ``ignore``: exact keys to skip."""
+  def flat(tree, prefix=""):
+    if hasattr(tree, "to_json_best_effort"):
+      tree = json.loads(tree.to_json_best_effort())
+    out = {}
+    for k, v in tree.items():
+      if isinstance(v, dict):
+        out.update(flat(v, f"{prefix}{k}."))
+      else:
+        out[prefix + k] = v
+    return out
+  a, b = flat(old), flat(new)
+  return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+          if k not in ignore and (not only or k.startswith(only))
+          and a.get(k) != b.get(k)]
 
 
 def paper_variant(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

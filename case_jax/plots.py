@@ -19,6 +19,7 @@ directly: no global pyplot state, safe in threads and without a display.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -49,9 +50,20 @@ SCORE_STYLE = (
 # Data extraction (no rendering).
 # =============================================================================
 def read_metrics(path: str) -> list[dict]:
-  """The rows of a metrics.jsonl file (train-step and evaluation lines)."""
+  """The rows of a metrics.jsonl file (train-step and evaluation lines).
+  A last line cut short (a run killed mid-write, or still writing) is
+  skipped; a bad line elsewhere is an error naming the file and line."""
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [(i, line) for i, line in enumerate(f, 1) if line.strip()]
+  rows = []
+  for k, (i, line) in enumerate(lines):
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if k == len(lines) - 1:
+        break
+      raise ValueError(f"{path}:{i}: not a JSON line ({e})") from None
+  return rows
 
 
 def metric_series(rows: Iterable[Mapping], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -185,6 +197,19 @@ FG_RANGE_KEYS = {"P^A": ("pa_max", "mean_att", "pa_min"),
                  "Q^R[:,0]": ("qr_fg_max", "qr_fg_mean", "qr_fg_min")}
 
 
+def fg_range_series(rows: Sequence[Mapping]) -> dict:
+  """{"P^A" / "Q^R[:,0]": (steps, max, mean, min)} of Fig. 4, over the steps
+  that logged all three (a run resumed across a version that added pa_max /
+  pa_min has the mean alone on its older rows); names without data left out."""
+  out = {}
+  for name, keys in FG_RANGE_KEYS.items():
+    series = [metric_series(rows, k) for k in keys]
+    x = functools.reduce(np.intersect1d, [s for s, _ in series])
+    if len(x):
+      out[name] = (x, *(v[np.isin(s, x)] for s, v in series))
+  return out
+
+
 def fg_range_curves(rows: Sequence[Mapping], out_png: str) -> str:
   """Max / mean / min per step of P^A and of Q^R[:, 0] (appendix Fig. 4).
 
@@ -196,13 +221,10 @@ def fg_range_curves(rows: Sequence[Mapping], out_png: str) -> str:
   ax = fig.subplots()
   styles = {"P^A": ("tab:blue", "$P^A$"),
             "Q^R[:,0]": ("tab:red", "$Q^R_{:,0}$ (paper: $Q^C$)")}
-  drawn = False
-  for name, (k_max, k_mean, k_min) in FG_RANGE_KEYS.items():
+  data = fg_range_series(rows)
+  drawn = bool(data)
+  for name, (x, hi, mid, lo) in data.items():
     color, label = styles[name]
-    (x, hi), (_, mid), (_, lo) = (metric_series(rows, k) for k in (k_max, k_mean, k_min))
-    if not (len(x) and len(x) == len(mid) == len(lo)):
-      continue
-    drawn = True
     ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
     _line(ax, x, hi, color=color, lw=1, ls="--", label=f"{label} max / min")
     _line(ax, x, lo, color=color, lw=1, ls="--")

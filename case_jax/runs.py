@@ -5,15 +5,16 @@ written by training) and restore the latest Orbax checkpoint.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
+import warnings
 
 import numpy as np
 
 from case_jax import checkpoint as ckpt_lib
 from case_jax import data as data_lib
-from case_jax import detection, evaluation, export, model as model_lib, report, train
+from case_jax import (defaults, detection, evaluation, export, fileio,
+                      model as model_lib, report, train)
 
 
 def load_trained(cfg, workdir: str):
@@ -22,7 +23,8 @@ def load_trained(cfg, workdir: str):
   if not os.path.exists(info_path):
     raise FileNotFoundError(f"{info_path} is missing: is {workdir!r} a training "
                             "workdir (python -m case_jax.main --mode=train)?")
-  info = json.load(open(info_path))
+  info = fileio.read_json(info_path)
+  _warn_if_trained_otherwise(cfg, workdir)
   model = model_lib.from_config(cfg.model, len(info["classes"]))
   tx = train.make_optimizer(cfg.optim)
   template = train.create_train_state(cfg, model, tx, rgb_dim=info["rgb_dim"],
@@ -33,6 +35,24 @@ def load_trained(cfg, workdir: str):
     raise FileNotFoundError(f"no checkpoint in {manager.directory}")
   state, _ = manager.restore_latest(template)
   return model, state, info
+
+
+# What must match the training run for its checkpoint to mean the same model
+# (inference.* and eval.* may differ: evaluating another way is legitimate).
+_TRAINED_WITH = ("model.", "labeling.", "loss.", "data.num_segments", "data.layout")
+
+
+def _warn_if_trained_otherwise(cfg, workdir: str) -> None:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  diff = defaults.config_diff(fileio.read_json(path), cfg, only=_TRAINED_WITH)
+  if diff:
+    shown = ", ".join(f"{k}: trained {a!r}, given {b!r}" for k, a, b in diff[:6])
+    warnings.warn(f"{workdir} was trained with another config ({shown}"
+                  f"{', ...' if len(diff) > 6 else ''}); pass the config it was "
+                  "trained with (its config.json) or labels and scores may be wrong.",
+                  UserWarning, stacklevel=3)
 
 
 def evaluate(cfg, workdir: str, stream=None) -> dict:

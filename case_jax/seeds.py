@@ -44,6 +44,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from case_jax import checkpoint as ckpt_lib
+from case_jax import defaults
 from case_jax import fileio
 from case_jax import model as model_lib
 from case_jax import train
@@ -96,16 +97,6 @@ def override(cfg, overrides: dict):
   return set_dotted(copy.deepcopy(cfg), overrides)
 
 
-def _flat(tree, prefix=""):
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f"{prefix}{k}."))
-    else:
-      out[prefix + k] = v
-  return out
-
-
 def check_reusable(cfg, directory: str) -> None:
   """Raises if ``directory`` holds a run trained with a different config
   (anything but ``_REUSE_IGNORES``): its checkpoints would be resumed and
@@ -113,12 +104,9 @@ def check_reusable(cfg, directory: str) -> None:
   path = os.path.join(directory, "config.json")
   if not os.path.exists(path):
     return
-  old = _flat(fileio.read_json(path))
-  new = _flat(json.loads(cfg.to_json_best_effort()))
-  diff = [k for k in sorted(set(old) | set(new))
-          if k not in _REUSE_IGNORES and old.get(k) != new.get(k)]
+  diff = defaults.config_diff(fileio.read_json(path), cfg, ignore=_REUSE_IGNORES)
   if diff:
-    shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:5])
+    shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff[:5])
     raise ValueError(f"{directory} holds a run with another config ({shown}"
                      f"{', ...' if len(diff) > 5 else ''}); use another --workdir "
                      "or remove that directory.")

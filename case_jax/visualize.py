@@ -260,6 +260,8 @@ def write_plots(cfg, workdir: str, *, model=None, state=None, test_set=None,
     if test_set is None:
       test_set = train.open_split(cfg, root, "test", stream=stream,
                                   classes=info["classes"] if info else None)
+    if not len(test_set):
+      raise ValueError("the test split has no videos")
     if evaluated is None:
       gt = report.load_test_ground_truth(root, cfg)
   except (FileNotFoundError, ValueError, data_lib.LayoutError) as e:

@@ -199,7 +199,15 @@ def test_process_rows_concatenate_to_the_global_batch(step):
       {k: np.concatenate([p[k] for p in pieces]) for k in full}, full)
 
 
-@pytest.mark.parametrize("rows", (slice(0, 0), slice(4, 8), slice(0, 4, 2)))
+def test_open_ended_process_rows():
+  data = _records(23)
+  full = train_batch(data, 3, seed=2, batch_size=6, num_segments=8)
+  tail = train_batch(data, 3, seed=2, batch_size=6, num_segments=8, rows=slice(4, None))
+  _assert_batches_equal(tail, {k: v[4:] for k, v in full.items()})
+
+
+@pytest.mark.parametrize("rows", (slice(0, 0), slice(4, 8), slice(0, 4, 2),
+                                  slice(6, None), slice(-2, None)))
 def test_bad_process_rows_are_rejected(rows):
   with pytest.raises(ValueError, match="contiguous"):
     train_batch(_records(23), 0, seed=0, batch_size=6, num_segments=8, rows=rows)

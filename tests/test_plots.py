@@ -4,11 +4,13 @@ The content is checked without rendering (projections, the series taken
 from metrics.jsonl, the three foreground scores a timeline draws); the
 rendering only has to produce valid, non-trivial PNG files.
 """
+import io
 import json
 import os
 import struct
 import subprocess
 import sys
+import warnings
 
 import jax
 import numpy as np
@@ -287,8 +289,15 @@ def test_write_plots_from_the_checkpoint(trained, tmp_path, monkeypatch):
     assert set(scores) == {"p_a", "p_hat", "p_ddot"}
     np.testing.assert_allclose(scores["p_ddot"], 0.5 * (scores["p_a"] + scores["p_hat"]),
                                atol=1e-6)
-    # Seconds: snippet centres, 0.64 s per snippet.
-    assert times[0] == pytest.approx(0.32) and np.all(np.diff(times) >= 0)
+  # Seconds: the centres of the snippets the T test positions sample,
+  # floor(i * L / T) (the released uniform sampling), at 0.64 s per snippet.
+  test_set = train.open_split(cfg, cfg.data.root, "test")
+  t = cfg.data.num_segments
+  for rec in test_set:
+    if rec.video_id in drawn:
+      n = rec.num_snippets
+      want = (np.floor(np.arange(t) * n / t) + 0.5) * 16 / 25
+      np.testing.assert_allclose(drawn[rec.video_id][0], want, rtol=1e-9)
 
 
 def test_write_plots_names_the_missing_file_and_the_fix(tmp_path):
@@ -328,3 +337,61 @@ def test_mode_plots_end_to_end(tmp_path):
   assert len(names) == 7
   for name in names:
     assert_png(os.path.join(work, "plots", name))
+
+
+def test_fig4_series_keep_the_steps_with_all_three_statistics():
+  """A run resumed across the version that added pa_max/pa_min: its older
+  rows have the mean alone; the band keeps the steps that have all three."""
+  old = [{"step": s, "mean_att": 0.4} for s in (10, 20)]
+  new = [{"step": s, "mean_att": 0.5, "pa_max": 0.9, "pa_min": 0.1} for s in (30, 40)]
+  got = plots.fg_range_series(old + new)
+  assert set(got) == {"P^A"}                    # no Q^R statistics logged
+  x, hi, mid, lo = got["P^A"]
+  assert x.tolist() == [30, 40]
+  assert hi.tolist() == [0.9, 0.9] and mid.tolist() == [0.5, 0.5]
+  assert lo.tolist() == [0.1, 0.1]
+
+
+def test_a_cut_short_last_line_is_skipped_a_bad_middle_line_is_named(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+  assert plots.read_metrics(str(path)) == [{"step": 1, "loss": 2.0},
+                                          {"step": 2, "loss": 1.5}]
+  path.write_text('{"step": 1, "loss": 2.0}\nnot json\n{"step": 3, "loss": 1.0}\n')
+  with pytest.raises(ValueError, match="metrics.jsonl:2"):
+    plots.read_metrics(str(path))
+
+
+def test_an_empty_test_split_gives_the_training_curves_and_a_note(trained, tmp_path):
+  import shutil
+  cfg, work, _ = trained
+  copy = str(tmp_path / "run")
+  shutil.copytree(work, copy)
+  shutil.rmtree(os.path.join(copy, "plots"))
+
+  class EmptySplit:
+    classes = ["a", "b", "c"]
+
+    def __len__(self):
+      return 0
+  out = io.StringIO()
+  written = visualize.write_plots(cfg, copy, test_set=EmptySplit(), stream=out)
+  assert sorted(os.path.basename(p) for p in written) == [
+      "entropy.png", "fg_range.png", "training_curves.png"]
+  assert "No usable test split (the test split has no videos)" in out.getvalue()
+
+
+def test_plotting_a_run_with_another_model_config_warns(trained, tmp_path):
+  """The figures come from the command-line config: one that differs from
+  the run's own config.json in what was trained is named."""
+  from case_jax import runs
+  cfg, work, _ = trained
+  other = tiny_config(cfg.data.root)
+  other.labeling.ddcl = not cfg.labeling.ddcl
+  other.inference.fg_score = "attention"        # evaluating otherwise is fine
+  with pytest.warns(UserWarning, match=r"labeling\.ddcl: trained") as caught:
+    runs.load_trained(other, work)
+  assert "inference" not in str(caught[0].message)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    runs.load_trained(cfg, work)                 # the same config: silent

@@ -110,7 +110,9 @@ def train_batch(dataset: Sequence[VideoRecord], step: int, *, seed: int,
   order = epoch_order(len(dataset), seed, epoch)
   positions = range(index * batch_size, (index + 1) * batch_size)
   if rows is not None:
-    if rows.step not in (None, 1) or not 0 <= (rows.start or 0) < (rows.stop or 0) <= batch_size:
+    start = 0 if rows.start is None else rows.start
+    stop = batch_size if rows.stop is None else rows.stop
+    if rows.step not in (None, 1) or not 0 <= start < stop <= batch_size:
       raise ValueError(f"rows={rows} must be a contiguous, non-empty slice "
                        f"within the batch of {batch_size}.")
     positions = positions[rows]
