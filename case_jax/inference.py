@@ -105,6 +105,12 @@ def dataset_fb_accuracy(dataset, model, params, q_r, *, num_segments: int,
                                how=how, batch_size=batch_size)["fb_acc"]
 
 
+def detection_fg_score(inf_cfg) -> str:
+  """The foreground score detections are cut from: ``inference.fg_score``
+  with CAT, the attention P^A without it."""
+  return inf_cfg.fg_score if inf_cfg.cat else "attention"
+
+
 def inference_omega(inf_cfg) -> float:
   """w of ``snippet_class_scores``: the configured value, else the released
   one (1/5 with CAT, 1/3 without)."""
@@ -161,7 +167,7 @@ def detect_dataset(dataset, model, params, q_r, cfg, *, keep_scores: bool = Fals
 
   inf = cfg.inference
   t = cfg.data.num_segments
-  fg_score = inf.fg_score if inf.cat else "attention"
+  fg_score = detection_fg_score(inf)
   omega = inference_omega(inf)
   k = max(1, t // inf.topk_divisor)
   dets, fgs, stats = {}, {}, SnippetStats()

@@ -281,7 +281,7 @@ def write_plots(cfg, workdir: str, *, model=None, state=None, test_set=None,
 
   # Fig. 7: per-video timelines.
   inf = cfg.inference
-  used = (inf.fg_score if inf.cat else "attention")
+  used = inference.detection_fg_score(inf)
   for rec in records:
     sc = snip["scores"].get(rec.video_id)
     if sc is None:
