@@ -173,6 +173,9 @@ class Checkpointer:
     without it (a commit_file save that died, then listed by a Checkpointer
     opened in rename mode) is left out, so the guarantee does not depend on
     the mode a directory is reopened with."""
+    # A save still in flight has no marker yet: let it finish first (Orbax
+    # waits for the previous save before starting the next one anyway).
+    self._manager.wait_until_finished()
     steps = sorted(self._manager.all_steps())
     if "://" in self.directory:
       return steps

@@ -273,3 +273,15 @@ def test_url_workdir_is_refused_with_the_fix():
   from case_jax import train
   with pytest.raises(ValueError, match="gcsfuse .*--workdir=/gcs/bkt/run"):
     train.local_workdir("gs://bkt/run")
+
+
+def test_a_save_in_flight_is_listed_and_not_saved_twice(tmp_path):
+  """Preempted right at a checkpoint step: the loop saves that step twice in
+  a row; the second call must see the first (still writing) and skip."""
+  mgr = ckpt_lib.Checkpointer(str(tmp_path / "ckpt"), keep=5)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")              # no "unfinished save" noise
+    assert mgr.save(_tiny_state(5), meta={"step": 5})
+    assert not mgr.save(_tiny_state(5), meta={"step": 5})
+    assert mgr.all_steps() == [5]
+  mgr.close()
