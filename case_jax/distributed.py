@@ -150,17 +150,10 @@ def shard_process_rows(rows: dict, devices, axis_name: str,
   ``train_batch(..., rows=...)``) -> (n, B/n, ...) global arrays; the other
   processes supply the other rows."""
   import jax
+  from case_jax.train import split_rows
   k = sum(1 for d in devices if d.process_index == jax.process_index())
-  out = {}
-  for key in keys:
-    if key not in rows:
-      continue
-    x = np.asarray(rows[key])
-    if x.shape[0] % k:
-      raise ValueError(f"{x.shape[0]} rows per process are not divisible by "
-                       f"the {k} local devices.")
-    out[key] = x.reshape((k, x.shape[0] // k) + x.shape[1:])
-  return global_array(out, devices, axis_name)
+  return global_array(split_rows(rows, k, keys, multiple=len(devices)), devices,
+                      axis_name)
 
 
 def first_replica(tree: Any) -> Any:

@@ -245,11 +245,7 @@ def _stacked_batch(train_set, step, seeds, cfg, n) -> dict:
   for s in seeds:
     b = data_lib.train_batch(train_set, step, seed=s, batch_size=cfg.batch_size,
                              num_segments=cfg.data.num_segments)
-    if cfg.batch_size % n:
-      raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {n} "
-                       f"devices; set --config.batch_size to a multiple of {n}.")
-    per_seed.append({k: np.asarray(b[k]).reshape((n, -1) + np.shape(b[k])[1:])
-                     for k in train.DEVICE_KEYS if k in b})
+    per_seed.append(train.split_rows(b, n))
   return {k: np.stack([p[k] for p in per_seed], axis=1) for k in per_seed[0]}
 
 

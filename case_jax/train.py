@@ -139,19 +139,26 @@ def _leading_sharding(devices):
   return jax.sharding.NamedSharding(Mesh(np.array(devices), (AXIS,)), P(AXIS))
 
 
-def shard_batch(batch: dict, devices) -> dict:
-  """Splits the global batch (B, ...) into (n, B/n, ...) over the devices."""
-  n = len(devices)
+def split_rows(batch: dict, n: int, keys=DEVICE_KEYS, multiple: Optional[int] = None
+               ) -> dict:
+  """The ``keys`` of a batch (B, ...) as numpy (n, B/n, ...), one slot per
+  device; ``multiple``: what --config.batch_size must be a multiple of
+  (default n), for the error."""
   out = {}
-  for key in DEVICE_KEYS:
+  for key in keys:
     if key not in batch:
       continue
     x = np.asarray(batch[key])
     if x.shape[0] % n:
-      raise ValueError(f"batch_size {x.shape[0]} is not divisible by the {n} "
-                       f"devices; set --config.batch_size to a multiple of {n}.")
+      raise ValueError(f"{x.shape[0]} rows are not divisible by the {n} devices; "
+                       f"set --config.batch_size to a multiple of {multiple or n}.")
     out[key] = x.reshape((n, x.shape[0] // n) + x.shape[1:])
-  return jax.device_put(out, _leading_sharding(devices))
+  return out
+
+
+def shard_batch(batch: dict, devices) -> dict:
+  """Splits the global batch (B, ...) into (n, B/n, ...) over the devices."""
+  return jax.device_put(split_rows(batch, len(devices)), _leading_sharding(devices))
 
 
 def parallel_step(model, tx, cfg, devices, how: str = "pmap",

@@ -287,3 +287,12 @@ def test_bf16_option_is_close_to_f32_and_uses_bf16_dense():
   _, met16 = step16(s32, batch)
   _, met32 = step32(s32, batch)
   assert float(met16["loss"]) == pytest.approx(float(met32["loss"]), rel=1e-2)
+
+
+def test_a_batch_that_does_not_split_over_the_devices_names_the_fix():
+  batch = random_batch(np.random.default_rng(0))          # 8 rows
+  parts = train.split_rows(batch, 4)
+  assert parts["rgb"].shape[:2] == (4, 2)
+  np.testing.assert_array_equal(parts["rgb"].reshape(batch["rgb"].shape), batch["rgb"])
+  with pytest.raises(ValueError, match="not divisible by the 3 devices.*multiple of 6"):
+    train.split_rows(batch, 3, multiple=6)
