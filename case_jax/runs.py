@@ -55,15 +55,19 @@ def _warn_if_trained_otherwise(cfg, workdir: str) -> None:
                   UserWarning, stacklevel=3)
 
 
+def open_test(cfg, workdir: str, classes, stream=None):
+  """(test split in the training's class order, its ground truth)."""
+  root = train.resolve_data_root(cfg, workdir)
+  return (train.open_split(cfg, root, "test", classes=classes, stream=stream),
+          report.load_test_ground_truth(root, cfg))
+
+
 def evaluate(cfg, workdir: str, stream=None) -> dict:
   """Latest checkpoint -> <workdir>/eval/{detections.json,.csv,metrics.json}."""
   stream = stream or sys.stdout
   workdir = train.local_workdir(workdir)
   model, state, info = load_trained(cfg, workdir)
-  root = train.resolve_data_root(cfg, workdir)
-  test_set = train.open_split(cfg, root, "test", classes=info["classes"],
-                              stream=stream)
-  gt = report.load_test_ground_truth(root, cfg)
+  test_set, gt = open_test(cfg, workdir, info["classes"], stream)
   out = report.evaluate_state(test_set, model, state.params, state.q_r, cfg, gt)
   paths = report.write_outputs(os.path.join(workdir, "eval"), out, {
       "step": int(state.step), **report.snippet_scalars(out["stats"])})

@@ -44,7 +44,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from case_jax import checkpoint as ckpt_lib
-from case_jax import defaults
+from case_jax import defaults, report
 from case_jax import fileio
 from case_jax import model as model_lib
 from case_jax import train
@@ -115,44 +115,33 @@ def check_reusable(cfg, directory: str) -> None:
 # =============================================================================
 # Final metrics of a run (its eval/metrics.json).
 # =============================================================================
-def read_metrics(eval_dir: str, step: Optional[int] = None) -> Optional[dict]:
-  """Flat scalars of ``<eval_dir>/metrics.json`` (``mAP``, ``mAP@0.10``...,
-  the partial AVGs, ``test_fb_acc``...), or None when it is missing or was
-  written at another step than ``step``."""
-  from case_jax import report
-  return report.read_eval_metrics(eval_dir, step)
-
-
 def evaluate_variant(cfg, directory: str, name: str, overrides: dict, *,
                      cache: Optional[dict] = None, stream=None) -> dict:
   """The final checkpoint in ``directory`` evaluated with ``overrides`` (e.g.
   another inference.fg_score) -> ``<directory>/eval_<name>/metrics.json``;
   reused when it exists for the final step.  ``cache`` keeps the test split
   and ground truth between calls."""
-  from case_jax import report, runs
+  from case_jax import runs
   c = override(cfg, overrides)
   if c.to_json_best_effort() == cfg.to_json_best_effort():
     # The training config's own evaluation: its eval/ already has it.
-    done = read_metrics(os.path.join(directory, "eval"), cfg.num_steps)
+    done = report.read_eval_metrics(os.path.join(directory, "eval"), cfg.num_steps)
     if done is not None:
       return done
   out_dir = os.path.join(directory, f"eval_{name}")
-  done = read_metrics(out_dir, cfg.num_steps)
+  done = report.read_eval_metrics(out_dir, cfg.num_steps)
   if done is not None:
     return done
   model, state, info = runs.load_trained(c, directory)
   cache = {} if cache is None else cache
   if "test" not in cache:
-    root = train.resolve_data_root(c, directory)
-    cache["test"] = (train.open_split(c, root, "test", classes=info["classes"],
-                                      stream=stream),
-                     report.load_test_ground_truth(root, c))
+    cache["test"] = runs.open_test(c, directory, info["classes"], stream)
   test_set, gt = cache["test"]
   out = report.evaluate_state(test_set, model, state.params, state.q_r, c, gt)
   report.write_outputs(out_dir, out, extra={
       "step": int(state.step), **report.snippet_scalars(out["stats"]),
       "overrides": overrides})
-  return read_metrics(out_dir)
+  return report.read_eval_metrics(out_dir)
 
 
 # =============================================================================
@@ -472,8 +461,8 @@ def run(cfg, workdir: str, *, devices=None, stream=None,
   for s in seeds:
     check_reusable(seed_config(cfg, s), seed_dir(workdir, s))
   todo = [s for s in seeds
-          if read_metrics(os.path.join(seed_dir(workdir, s), "eval"),
-                          cfg.num_steps) is None]
+          if report.read_eval_metrics(os.path.join(seed_dir(workdir, s), "eval"),
+                                      cfg.num_steps) is None]
   mode = "sequential"
   if todo:
     mode, why = choose_mode(cfg, todo, devices, dims=lambda: _dims(
@@ -498,7 +487,8 @@ def run(cfg, workdir: str, *, devices=None, stream=None,
 
   per_seed = {}
   for s in seeds:
-    m = read_metrics(os.path.join(seed_dir(workdir, s), "eval"), cfg.num_steps)
+    m = report.read_eval_metrics(os.path.join(seed_dir(workdir, s), "eval"),
+                                 cfg.num_steps)
     if m is None:
       raise RuntimeError(f"seed {s}: no final evaluation in "
                          f"{seed_dir(workdir, s)}/eval (does the data have a "
