@@ -30,11 +30,13 @@ from typing import Any, Optional
 import jax
 import orbax.checkpoint as ocp
 
+from case_jax import distributed
+
 PREEMPTED_EXIT_CODE = 75  # os.EX_TEMPFAIL
 
 
 class Preempted(SystemExit):
-  """Raised by ``train.train`` after a signal-triggered checkpoint.
+  """Raised by the train loop after a signal-triggered checkpoint.
 
   ``.code`` is ``PREEMPTED_EXIT_CODE``; ``.step`` the step saved;
   ``.signal`` the signal number received.
@@ -98,7 +100,6 @@ class PreemptionGuard:
     """``requested``, or-reduced over processes when there are several."""
     if jax.process_count() == 1:
       return self.requested
-    from case_jax import distributed
     return distributed.any_process(self.requested)
 
 
@@ -161,8 +162,8 @@ class Checkpointer:
     self.commit = commit_mode(self.directory, commit)
     extra = {}
     if self.commit == "commit_file":
-      from orbax.checkpoint._src.path import atomicity
-      extra["temporary_path_class"] = atomicity.CommitFileTemporaryPath
+      # Orbax's own gs:// behaviour, through its public path module.
+      extra["temporary_path_class"] = ocp.path.atomicity.CommitFileTemporaryPath
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, enable_async_checkpointing=True, **extra)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
@@ -204,7 +205,6 @@ class Checkpointer:
       if jax.process_index() == 0:
         shutil.rmtree(stale, ignore_errors=True)
       if jax.process_count() > 1:  # nobody writes the step before it is gone
-        from case_jax import distributed
         distributed.barrier()
       self._manager.reload()
     self._manager.save(step, args=ocp.args.Composite(

@@ -13,19 +13,16 @@ the environment asks for it:
 
 Nothing set -> a single-process run, nothing is initialised.
 
-``python -m case_jax.distributed <case_jax.main flags>`` initialises and then
-runs ``case_jax.main`` (the same as ``python -m case_jax.main`` once main
-calls ``maybe_initialize()`` itself).
+``python -m case_jax.main`` calls ``maybe_initialize()`` first thing.
 
-Data: every process reads only its own rows of each global batch
-(``process_rows``), and ``global_array`` assembles the per-process pieces
-(leading device axis, as the pmap/shard_map step expects) into one global
-``jax.Array`` over all devices of all processes.
+This module is process set-up only (and ``any_process``/``barrier``, the
+agreement between processes); which rows each process reads and how the
+global arrays are assembled is case_jax/placement.py.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -87,81 +84,6 @@ def is_multiprocess() -> bool:
   return jax.process_count() > 1
 
 
-def process_rows(global_batch: int, process_index: Optional[int] = None,
-                 process_count: Optional[int] = None) -> slice:
-  """This process's contiguous rows of a global batch of ``global_batch``."""
-  import jax
-  p = jax.process_index() if process_index is None else process_index
-  n = jax.process_count() if process_count is None else process_count
-  if global_batch % n:
-    raise ValueError(f"batch_size {global_batch} is not divisible by the {n} "
-                     "processes.")
-  per = global_batch // n
-  return slice(p * per, (p + 1) * per)
-
-
-def local_batch(batch: dict, keys: Sequence[str]) -> dict:
-  """The rows of ``batch`` (global, identical on every process) that this
-  process feeds to its local devices."""
-  out = {}
-  for key in keys:
-    if key in batch:
-      x = np.asarray(batch[key])
-      out[key] = x[process_rows(x.shape[0])]
-  return out
-
-
-def global_array(local: Any, devices, axis_name: str) -> Any:
-  """Per-process pieces with a leading local-device axis -> global arrays with
-  a leading axis over ``devices`` (all processes' devices, process-major).
-
-  ``local`` leaves are (num_local_devices, ...) numpy arrays.
-  """
-  import jax
-  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-  sharding = NamedSharding(Mesh(np.array(devices), (axis_name,)), P(axis_name))
-  n = len(devices)
-
-  def one(x):
-    x = np.asarray(x)
-    return jax.make_array_from_process_local_data(sharding, x, (n,) + x.shape[1:])
-  return jax.tree.map(one, local)
-
-
-def replicate_global(tree: Any, devices, axis_name: str) -> Any:
-  """``tree`` (identical on all processes) copied onto every global device."""
-  import jax
-  k = len([d for d in devices if d.process_index == jax.process_index()])
-  stacked = jax.tree.map(
-      lambda x: np.broadcast_to(np.asarray(x), (k,) + np.shape(x)), tree)
-  return global_array(stacked, devices, axis_name)
-
-
-def shard_global_batch(batch: dict, devices, axis_name: str,
-                       keys: Sequence[str]) -> dict:
-  """The global batch (B, ...), same on every process -> (n, B/n, ...) global
-  arrays where each process supplies only its own rows."""
-  return shard_process_rows(local_batch(batch, keys), devices, axis_name, keys)
-
-
-def shard_process_rows(rows: dict, devices, axis_name: str,
-                       keys: Sequence[str]) -> dict:
-  """This process's rows of the global batch (``process_rows``, e.g. read with
-  ``train_batch(..., rows=...)``) -> (n, B/n, ...) global arrays; the other
-  processes supply the other rows."""
-  import jax
-  from case_jax.train import split_rows
-  k = sum(1 for d in devices if d.process_index == jax.process_index())
-  return global_array(split_rows(rows, k, keys, multiple=len(devices)), devices,
-                      axis_name)
-
-
-def first_replica(tree: Any) -> Any:
-  """Host numpy copy of the first addressable replica (leading device axis)."""
-  import jax
-  return jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[0], tree)
-
-
 _AGREE = {}
 
 
@@ -191,14 +113,3 @@ def any_process(flag: bool) -> bool:
 def barrier() -> None:
   """Waits until every process gets here (no-op for one process)."""
   any_process(False)
-
-
-def _run_main():
-  maybe_initialize()
-  from absl import app
-  from case_jax import main as main_lib
-  app.run(main_lib.main)
-
-
-if __name__ == "__main__":
-  _run_main()

@@ -8,6 +8,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from case_jax import distributed, runs, train
+from case_jax.data import inspect
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a configs/<dataset>.py.",
@@ -37,21 +38,15 @@ def main(argv):
   if not FLAGS.verbose:  # Orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
   if FLAGS.mode == "inspect":
-    from case_jax.data.inspect import inspect_config
-    raise SystemExit(inspect_config(FLAGS.config))
+    raise SystemExit(inspect.inspect_config(FLAGS.config))
   if not FLAGS.workdir:
     raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir")
-  if FLAGS.mode == "train":
-    if FLAGS.config.seeds:  # several seeds -> <workdir>/seed_<s>/, seeds.md
-      from case_jax import seeds
-      seeds.run(FLAGS.config, FLAGS.workdir)
-    else:
-      train.train(FLAGS.config, FLAGS.workdir)
+  if FLAGS.mode == "train":  # cfg.seeds: <workdir>/seed_<s>/ and seeds.md
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   elif FLAGS.mode == "evaluate":
     runs.evaluate(FLAGS.config, FLAGS.workdir)
   elif FLAGS.mode == "plots":
-    from case_jax import visualize
-    visualize.write_plots(FLAGS.config, FLAGS.workdir, projection=FLAGS.projection)
+    runs.plots(FLAGS.config, FLAGS.workdir, projection=FLAGS.projection)
   else:
     if not FLAGS.features:
       raise app.UsageError("--mode=predict needs --features=DIR")

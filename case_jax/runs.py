@@ -1,87 +1,115 @@
-"""--mode=evaluate and --mode=predict: a trained workdir -> detections.
+"""--mode=evaluate, --mode=predict and --mode=plots: a trained workdir ->
+detections, metrics and figures.
 
-Both rebuild the model from ``<workdir>/run.json`` (classes, feature dims,
-written by training) and restore the latest Orbax checkpoint.
+All three rebuild the model from ``<workdir>/run.json`` (classes, feature
+dims, written by training) and restore the latest Orbax checkpoint; the
+test split is scored by the one evaluator (case_jax/evaluator.py).
 """
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import warnings
 
 import numpy as np
 
-from case_jax import checkpoint as ckpt_lib
 from case_jax import data as data_lib
-from case_jax import (defaults, detection, evaluation, export, fileio,
-                      model as model_lib, report, train)
+from case_jax import (datasets, defaults, evaluator as evaluator_lib, inference,
+                      model as model_lib, train, visualize,
+                      workdir as workdir_lib)
 
 
 def load_trained(cfg, workdir: str):
   """(model, state, run info) of the latest checkpoint in ``workdir``."""
-  info_path = os.path.join(workdir, "run.json")
-  if not os.path.exists(info_path):
-    raise FileNotFoundError(f"{info_path} is missing: is {workdir!r} a training "
-                            "workdir (python -m case_jax.main --mode=train)?")
-  info = fileio.read_json(info_path)
-  _warn_if_trained_otherwise(cfg, workdir)
+  info = workdir_lib.read_run_info(workdir)
+  diff = workdir_lib.trained_diff(workdir, cfg)
+  if diff:
+    warnings.warn(f"{workdir} was trained with another config "
+                  f"({workdir_lib.describe_diff(diff)}); pass the config it was "
+                  "trained with (its config.json) or labels and scores may be wrong.",
+                  UserWarning, stacklevel=2)
   model = model_lib.from_config(cfg.model, len(info["classes"]))
   tx = train.make_optimizer(cfg.optim)
   template = train.create_train_state(cfg, model, tx, rgb_dim=info["rgb_dim"],
                                       flow_dim=info["flow_dim"])
-  manager = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                  commit=cfg.get("checkpoint_commit", "auto"))
+  manager = workdir_lib.checkpointer(cfg, workdir)
   if manager.latest_step() is None:
     raise FileNotFoundError(f"no checkpoint in {manager.directory}")
   state, _ = manager.restore_latest(template)
   return model, state, info
 
 
-# What must match the training run for its checkpoint to mean the same model
-# (inference.* and eval.* may differ: evaluating another way is legitimate).
-_TRAINED_WITH = ("model.", "labeling.", "loss.", "data.num_segments", "data.layout")
-
-
-def _warn_if_trained_otherwise(cfg, workdir: str) -> None:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return
-  diff = defaults.config_diff(fileio.read_json(path), cfg, only=_TRAINED_WITH)
-  if diff:
-    shown = ", ".join(f"{k}: trained {a!r}, given {b!r}" for k, a, b in diff[:6])
-    warnings.warn(f"{workdir} was trained with another config ({shown}"
-                  f"{', ...' if len(diff) > 6 else ''}); pass the config it was "
-                  "trained with (its config.json) or labels and scores may be wrong.",
-                  UserWarning, stacklevel=3)
-
-
-def open_test(cfg, workdir: str, classes, stream=None):
-  """(test split in the training's class order, its ground truth)."""
-  root = train.resolve_data_root(cfg, workdir)
-  return (train.open_split(cfg, root, "test", classes=classes, stream=stream),
-          report.load_test_ground_truth(root, cfg))
-
-
-def evaluate(cfg, workdir: str, stream=None) -> dict:
-  """Latest checkpoint -> <workdir>/eval/{detections.json,.csv,metrics.json}."""
+def evaluate(cfg, workdir: str, *, out_name: str = "eval", overrides=None,
+             evaluator=None, stream=None) -> dict:
+  """Latest checkpoint -> ``<workdir>/<out_name>/`` {detections.json, .csv,
+  _thumos14.txt, metrics.json}; returns the metrics as ``read_eval_metrics``
+  gives them.  ``overrides``: dotted config keys to evaluate with (e.g.
+  another inference.fg_score; Table 5); a result already there for the
+  final step and the same overrides is reused.  ``evaluator``: one built
+  before (several workdirs on the same test split)."""
   stream = stream or sys.stdout
-  workdir = train.local_workdir(workdir)
+  workdir = workdir_lib.local_workdir(workdir)
+  if overrides:
+    cfg = defaults.set_dotted(copy.deepcopy(cfg), dict(overrides))
+    done = evaluator_lib.read_eval_metrics(os.path.join(workdir, out_name),
+                                           cfg.num_steps)
+    if done is not None:
+      return done
   model, state, info = load_trained(cfg, workdir)
-  test_set, gt = open_test(cfg, workdir, info["classes"], stream)
-  out = report.evaluate_state(test_set, model, state.params, state.q_r, cfg, gt)
-  paths = report.write_outputs(os.path.join(workdir, "eval"), out, {
-      "step": int(state.step), **report.snippet_scalars(out["stats"])})
-  stream.write(f"Checkpoint step {int(state.step)}, {len(test_set)} test videos:\n"
-               + evaluation.format_map_table(out["result"]) + "\n"
+  if evaluator is None:
+    evaluator = evaluator_lib.Evaluator.from_config(
+        cfg, datasets.resolve_data_root(cfg, workdir), info["classes"], stream=stream)
+  elif overrides:
+    evaluator = evaluator_lib.Evaluator(cfg, evaluator.test_set, evaluator.gt)
+  ev = evaluator.run(model, state)
+  out_dir = os.path.join(workdir, out_name)
+  paths = evaluator.write(out_dir, ev, {"step": int(state.step),
+                                        **({"overrides": dict(overrides)} if overrides else {})})
+  stream.write(evaluator.summary_text(ev, f"checkpoint step {int(state.step)}") +
                f"Wrote {paths['detections']}, detections.csv, "
                "detections_thumos14.txt and metrics.json\n")
-  return out
+  return evaluator_lib.read_eval_metrics(out_dir)
 
 
-class _FeatureFolder:
+def plots(cfg, workdir: str, *, projection: str = "pca", stream=None) -> list:
+  """--mode=plots: the figures of ``workdir``'s run and latest checkpoint."""
+  stream = stream or sys.stdout
+  workdir = workdir_lib.local_workdir(workdir)
+  visualize.check_projection(projection)  # before any work
+  if not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+    raise FileNotFoundError(
+        f"{os.path.join(workdir, 'metrics.jsonl')} is missing: --mode=plots needs "
+        f"a training workdir; train first (python -m case_jax.main --mode=train "
+        f"--workdir={workdir}).")
+  try:
+    model, state, info = load_trained(cfg, workdir)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(
+        f"{e}. --mode=plots draws the latest checkpoint: train into this "
+        f"workdir first (python -m case_jax.main --mode=train --workdir={workdir}).") from e
+  ev, evaluated = None, None
+  try:
+    ev = evaluator_lib.Evaluator.from_config(
+        cfg, datasets.resolve_data_root(cfg, workdir), info["classes"], stream=stream)
+    if not len(ev.test_set):
+      raise ValueError("the test split has no videos")
+    evaluated = ev.run(model, state)
+  except (FileNotFoundError, ValueError, data_lib.LayoutError) as e:
+    stream.write(f"No usable test split ({e}): only the training curves are "
+                 "plotted.\n")
+    ev = None
+  return visualize.write_plots(cfg, workdir, model=model, state=state,
+                               test_set=ev.test_set if ev else None,
+                               evaluated=evaluated, projection=projection,
+                               stream=stream)
+
+
+class FeatureFolder:
   """Unlabelled videos from <dir>/rgb/<vid>.npy and <dir>/flow/<vid>.npy."""
 
-  def __init__(self, directory: str, classes, rgb_dim: int, flow_dim: int):
+  def __init__(self, directory: str, classes, rgb_dim: int, flow_dim: int, *,
+               fps: float, snippet_frames: int):
     rgb_dir, flow_dir = os.path.join(directory, "rgb"), os.path.join(directory, "flow")
     for d in (rgb_dir, flow_dir):
       if not os.path.isdir(d):
@@ -101,7 +129,8 @@ class _FeatureFolder:
       self.records.append(data_lib.VideoRecord(
           video_id=vid, rgb=rgb, flow=flow,
           labels=np.zeros(len(self.classes), np.float32), segments=(),
-          duration=len(rgb) * 16 / 25.0))
+          duration=len(rgb) * snippet_frames / fps, fps=fps,
+          snippet_frames=snippet_frames))
 
   def __len__(self):
     return len(self.records)
@@ -124,18 +153,14 @@ def _load(path: str, dim: int) -> np.ndarray:
 
 def predict(cfg, workdir: str, features: str, stream=None) -> dict:
   """Detections for a folder of unlabelled videos -> <workdir>/predict/."""
-  from case_jax import inference
   stream = stream or sys.stdout
-  workdir = train.local_workdir(workdir)
+  workdir = workdir_lib.local_workdir(workdir)
   model, state, info = load_trained(cfg, workdir)
-  videos = _FeatureFolder(features, info["classes"], info["rgb_dim"], info["flow_dim"])
+  videos = FeatureFolder(features, info["classes"], info["rgb_dim"], info["flow_dim"],
+                         fps=cfg.data.fps, snippet_frames=cfg.data.snippet_frames)
   dets, _, _ = inference.detect_dataset(videos, model, state.params, state.q_r, cfg)
   out_dir = os.path.join(workdir, "predict")
-  results = detection.write_results(os.path.join(out_dir, "detections.json"),
-                                    os.path.join(out_dir, "detections.csv"), dets,
-                                    info["classes"])
-  export.write_thumos14(os.path.join(out_dir, "detections_thumos14.txt"), results,
-                        info["classes"])
+  evaluator_lib.Evaluator.write(out_dir, {"raw": dets, "class_names": info["classes"]})
   n = sum(len(v) for v in dets.values())
   stream.write(f"{n} detections for {len(videos)} videos -> {out_dir}/detections.json\n")
   return dets

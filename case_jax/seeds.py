@@ -14,9 +14,9 @@ sample standard deviation (``np.std(ddof=1)``; 0 for one seed).
 
 Two ways to train the seeds:
 
-* ``sequential``: ``train.train`` once per seed.
-* ``vmap``: all seeds at once.  The train state is stacked along a leading
-  seed axis (S, ...), and the per-device step of ``train.make_step_fn`` is
+* ``sequential``: the train loop (case_jax/train.py) once per seed.
+* ``vmap``: all seeds at once, in the same loop.  The train state is stacked
+  along a leading seed axis (S, ...), and the per-device step is
   ``jax.vmap``-ed over it inside the pmap (or shard_map): the collectives
   name the device axis, which vmap leaves alone, so each seed sees exactly
   its own single-run step.  Batches are a pure function of (seed, step), so
@@ -24,6 +24,9 @@ Two ways to train the seeds:
   Each seed's slice is checkpointed into its own ``seed_<s>/checkpoints`` and
   evaluated with the single run's evaluator; results equal the sequential
   ones to float rounding (tests/test_seeds.py).
+
+This module holds what is particular to seeds: parsing them, the mode
+choice and its memory estimate, and the table.
 * ``auto`` picks vmap when ``estimate_step_bytes`` (S x (5 copies of the
   parameters for params, grads and Adam moments + the activations of one
   per-device batch)) is at most half of the free device memory (host RAM
@@ -33,28 +36,18 @@ Two ways to train the seeds:
 from __future__ import annotations
 
 import copy
-import json
 import os
-import sys
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from case_jax import checkpoint as ckpt_lib
-from case_jax import defaults, report
+from case_jax import evaluator as evaluator_lib
 from case_jax import fileio
 from case_jax import model as model_lib
-from case_jax import train
+from case_jax import workdir as workdir_lib
 
 MODES = ("auto", "vmap", "sequential")
-# Config keys that may change between a finished run and its reuse: they do
-# not change the trained model (num_steps is checked through the final step).
-_REUSE_IGNORES = ("seed", "seeds", "seeds_mode", "data.root", "num_steps",
-                  "eval_every", "log_every", "checkpoint_every", "keep_checkpoints",
-                  "eval.num_plots", "inference.batch_size")
 
 
 # =============================================================================
@@ -91,57 +84,12 @@ def seed_dir(workdir: str, seed: int) -> str:
   return os.path.join(workdir, f"seed_{seed}")
 
 
-def override(cfg, overrides: dict):
-  """A copy of ``cfg`` with dotted-key ``overrides`` set."""
-  from case_jax.defaults import set_dotted
-  return set_dotted(copy.deepcopy(cfg), overrides)
-
-
-def check_reusable(cfg, directory: str) -> None:
-  """Raises if ``directory`` holds a run trained with a different config
-  (anything but ``_REUSE_IGNORES``): its checkpoints would be resumed and
-  its numbers reported as this config's."""
-  path = os.path.join(directory, "config.json")
-  if not os.path.exists(path):
-    return
-  diff = defaults.config_diff(fileio.read_json(path), cfg, ignore=_REUSE_IGNORES)
-  if diff:
-    shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diff[:5])
-    raise ValueError(f"{directory} holds a run with another config ({shown}"
-                     f"{', ...' if len(diff) > 5 else ''}); use another --workdir "
-                     "or remove that directory.")
-
-
-# =============================================================================
-# Final metrics of a run (its eval/metrics.json).
-# =============================================================================
-def evaluate_variant(cfg, directory: str, name: str, overrides: dict, *,
-                     cache: Optional[dict] = None, stream=None) -> dict:
-  """The final checkpoint in ``directory`` evaluated with ``overrides`` (e.g.
-  another inference.fg_score) -> ``<directory>/eval_<name>/metrics.json``;
-  reused when it exists for the final step.  ``cache`` keeps the test split
-  and ground truth between calls."""
-  from case_jax import runs
-  c = override(cfg, overrides)
-  if c.to_json_best_effort() == cfg.to_json_best_effort():
-    # The training config's own evaluation: its eval/ already has it.
-    done = report.read_eval_metrics(os.path.join(directory, "eval"), cfg.num_steps)
-    if done is not None:
-      return done
-  out_dir = os.path.join(directory, f"eval_{name}")
-  done = report.read_eval_metrics(out_dir, cfg.num_steps)
-  if done is not None:
-    return done
-  model, state, info = runs.load_trained(c, directory)
-  cache = {} if cache is None else cache
-  if "test" not in cache:
-    cache["test"] = runs.open_test(c, directory, info["classes"], stream)
-  test_set, gt = cache["test"]
-  out = report.evaluate_state(test_set, model, state.params, state.q_r, c, gt)
-  report.write_outputs(out_dir, out, extra={
-      "step": int(state.step), **report.snippet_scalars(out["stats"]),
-      "overrides": overrides})
-  return report.read_eval_metrics(out_dir)
+def finished(cfg, directory: str) -> bool:
+  """Whether ``directory`` holds this seed's final evaluation, made the way
+  ``cfg`` evaluates (another inference/eval setting re-evaluates it)."""
+  done = evaluator_lib.read_eval_metrics(os.path.join(directory, "eval"),
+                                         cfg.num_steps)
+  return done is not None and not workdir_lib.eval_diff(directory, cfg)
 
 
 # =============================================================================
@@ -206,7 +154,8 @@ def choose_mode(cfg, seeds, devices, *, dims) -> tuple[str, str]:
   return "sequential", f"estimated {gib(need)} per device > half of {gib(free)} free"
 
 
-def _dims(cfg, train_set) -> dict:
+def dims(cfg, train_set) -> dict:
+  """The data sizes ``estimate_step_bytes`` needs, from the train split."""
   rec = train_set[0]
   model = model_lib.from_config(cfg.model, len(train_set.classes))
   shapes = jax.eval_shape(lambda: model.init(
@@ -215,168 +164,6 @@ def _dims(cfg, train_set) -> dict:
   return {"rgb_dim": int(rec.rgb.shape[1]), "flow_dim": int(rec.flow.shape[1]),
           "num_classes": len(train_set.classes),
           "num_params": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))}
-
-
-# =============================================================================
-# Training all seeds at once.
-# =============================================================================
-def vmapped_step(model, tx, cfg, devices):
-  """The per-device step vmapped over a leading seed axis, data-parallel
-  over ``devices``: f(state (n, S, ...), batch (n, S, b, ...))."""
-  return train.parallel_step(model, tx, cfg, devices, cfg.parallel,
-                             transform=jax.vmap)
-
-
-def _stacked_batch(train_set, step, seeds, cfg, n) -> dict:
-  """Each seed's batch of ``step``, as (n, S, B/n, ...) numpy arrays."""
-  from case_jax import data as data_lib
-  per_seed = []
-  for s in seeds:
-    b = data_lib.train_batch(train_set, step, seed=s, batch_size=cfg.batch_size,
-                             num_segments=cfg.data.num_segments)
-    per_seed.append(train.split_rows(b, n))
-  return {k: np.stack([p[k] for p in per_seed], axis=1) for k in per_seed[0]}
-
-
-class _SeedRun:
-  """One seed's files: config, checkpoints, metrics.jsonl, TensorBoard, eval."""
-
-  def __init__(self, cfg, directory, train_set, evaluator):
-    from case_jax import tracking
-    self.cfg, self.dir = cfg, directory
-    os.makedirs(directory, exist_ok=True)
-    train._write_run_info(directory, train_set)
-    train._write_config(cfg, directory)
-    self.manager = ckpt_lib.Checkpointer(os.path.join(directory, "checkpoints"),
-                                         keep=cfg.keep_checkpoints,
-                                         commit=cfg.get("checkpoint_commit", "auto"))
-    self.evaluator = copy.copy(evaluator) if evaluator else None
-    if self.evaluator:
-      self.evaluator.best = None  # its own test-set model selection
-    self.log = open(os.path.join(directory, "metrics.jsonl"), "a")
-    self.board = tracking.ScalarWriter(os.path.join(directory, "tensorboard"))
-
-  def close(self):  # idempotent: also the cleanup after an error
-    self.log.close()
-    self.board.close()
-
-
-def train_vmapped(cfg, seeds, workdir: str, *, devices=None, stream=None
-                  ) -> Optional[dict]:
-  """Trains ``seeds`` of ``cfg`` in one seed-stacked loop into
-  ``<workdir>/seed_<s>/``.  Returns {seed: summary like train.train's}, or
-  None when the seeds' checkpoints are at different steps (resume them
-  sequentially)."""
-  devices = devices or jax.local_devices()
-  stream = stream or sys.stdout
-  n = len(devices)
-  root = train.resolve_data_root(cfg, workdir)
-  train_set = train.open_split(cfg, root, "train", stream=stream)
-  dims = _dims(cfg, train_set)
-  evaluator = train._Evaluator.maybe(cfg, root, train_set, stream)
-  model = model_lib.from_config(cfg.model, dims["num_classes"])
-  tx = train.make_optimizer(cfg.optim)
-
-  states, runs = [], []
-  for s in seeds:
-    c = seed_config(cfg, s)
-    run = _SeedRun(c, seed_dir(workdir, s), train_set, evaluator)
-    state = train.create_train_state(c, model, tx, rgb_dim=dims["rgb_dim"],
-                                     flow_dim=dims["flow_dim"], seed=s)
-    state, meta = run.manager.restore_latest(state)
-    if meta is not None:
-      stream.write(f"seed {s}: resumed from step {int(state.step)}\n")
-    states.append(state)
-    runs.append(run)
-  if len({int(st.step) for st in states}) > 1:
-    for run in runs:
-      run.close()
-    stream.write("The seeds' checkpoints are at different steps "
-                 f"({[int(st.step) for st in states]}): resuming them one by one.\n")
-    return None
-
-  # (S, ...) on the host, then (n, S, ...) on the devices.
-  stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *states)
-  rstate = train.replicate(stacked, devices)
-  step_fn = vmapped_step(model, tx, cfg, devices)
-  sharding = NamedSharding(Mesh(np.array(devices), (train.AXIS,)), P(train.AXIS))
-  start = int(states[0].step)
-  try:
-    return _train_loop(cfg, seeds, workdir, runs, evaluator, model, train_set,
-                       rstate, step_fn, sharding, start, n, stream)
-  finally:
-    for run in runs:
-      run.close()
-
-
-def _train_loop(cfg, seeds, workdir, runs, evaluator, model, train_set, rstate,
-                step_fn, sharding, start, n, stream) -> dict:
-  """train_vmapped's loop and end; ``runs`` are closed by the caller."""
-  from case_jax import data as data_lib
-  host_state = lambda: train.unreplicate(rstate)  # (S, ...) leaves
-  seed_state = lambda hs, i: jax.tree.map(lambda x: x[i], hs)
-  progress = train.Progress(cfg.num_steps, start, stream, cfg.log_every)
-  guard = ckpt_lib.PreemptionGuard()
-  batches = data_lib.Prefetcher(
-      lambda st: _stacked_batch(train_set, st, seeds, cfg, n),
-      range(start, cfg.num_steps))
-  metrics = [{} for _ in seeds]
-  with guard, batches:
-    for step, batch in zip(range(start, cfg.num_steps), batches):
-      rstate, rmetrics = step_fn(rstate, jax.device_put(batch, sharding))
-      # Host sync every step (simulated multi-device CPU runs hang without).
-      host = jax.device_get(rmetrics)     # (n, S) each
-      metrics = [{k: float(v[0, i]) for k, v in host.items()}
-                 for i in range(len(seeds))]
-      done = step + 1
-      for m in metrics:
-        train._check_finite(m, done)
-      if done % cfg.log_every == 0 or done == cfg.num_steps:
-        for run, m in zip(runs, metrics):
-          run.log.write(json.dumps({"step": done, **m}) + "\n")
-          run.log.flush()
-          run.board.write(done, m)
-      progress.update(done, {k: float(np.mean([m[k] for m in metrics]))
-                             for k in metrics[0]})
-      stop = guard.should_stop() and done < cfg.num_steps
-      save = (done % cfg.checkpoint_every == 0 and done < cfg.num_steps) or stop
-      evaluate = (evaluator and cfg.eval_every and done % cfg.eval_every == 0
-                  and done < cfg.num_steps)
-      if save or evaluate:
-        hs = host_state()
-        for i, run in enumerate(runs):
-          if save:
-            run.manager.save(seed_state(hs, i), meta=train._meta(run.cfg, done))
-          if evaluate:
-            sc = run.evaluator.run(model, seed_state(hs, i), done, run.log)["scalars"]
-            run.board.write(done, sc)
-      if stop:
-        for run in runs:
-          run.manager.wait()
-          run.close()
-        stream.write(f"\nPreempted at step {done}: checkpoints saved in "
-                     f"{workdir}/seed_*/checkpoints; rerun to resume.\n")
-        stream.flush()
-        raise ckpt_lib.Preempted(done, guard.signum)
-
-  # ---- Final save and evaluation, per seed, as train.train does ------------------
-  hs = host_state()
-  # Every seed's final checkpoint first, so that an error in one seed's
-  # evaluation cannot cost another seed its last steps.
-  for i, run in enumerate(runs):
-    run.manager.save(seed_state(hs, i), meta=train._meta(run.cfg, cfg.num_steps))
-  for run in runs:
-    run.manager.wait()
-  summaries = {}
-  for i, (s, run) in enumerate(zip(seeds, runs)):
-    if run.evaluator:
-      stream.write(f"\n== seed {s} ==")
-    summaries[s] = train.finish_run(
-        run.cfg, run.dir, model, seed_state(hs, i), metrics[i],
-        manager=run.manager, evaluator=run.evaluator, log=run.log, board=run.board,
-        classes=train_set.classes, stream=stream)
-    run.log.close()
-  return summaries
 
 
 # =============================================================================
@@ -426,93 +213,27 @@ def seeds_table(per_seed: dict) -> tuple[str, dict]:
   return "\n".join(lines), {"columns": [h for h, _ in cols], "summary": stats}
 
 
-# =============================================================================
-# The entry point.
-# =============================================================================
-def shared_data_root(cfg, workdir: str) -> str:
-  """data.root for every seed (and ablation row) under ``workdir``: one
-  copy of generated (synthetic) data.  With several processes it is only
-  named here; train.train's primary process generates it behind a barrier."""
-  if jax.process_count() == 1:
-    return train.resolve_data_root(cfg, workdir)
-  if cfg.data.dataset == "synthetic" and not cfg.data.root:
-    return os.path.join(workdir, "synthetic_data")
-  return cfg.data.root
-
-
-def run(cfg, workdir: str, *, devices=None, stream=None,
-        evaluations: tuple = ()) -> dict:
-  """Trains every seed of ``cfg.seeds`` into ``<workdir>/seed_<s>/`` (skipping
-  finished ones), writes seeds.md/.json and prints the table.
-
-  ``evaluations``: ((name, overrides), ...) further evaluations of each
-  seed's final checkpoint (Table 5's fg_score), written to
-  ``seed_<s>/eval_<name>/``.  Returns {"seeds", "mode", "metrics" {seed:
-  scalars}, "evaluations" {name: {seed: scalars}}, "table", "paths"}.
-  """
-  devices = devices or jax.local_devices()
-  stream = stream or sys.stdout
-  workdir = train.local_workdir(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  seeds = seed_list(cfg)
-  cfg = copy.deepcopy(cfg)
-  primary = jax.process_index() == 0
-  cfg.data.root = shared_data_root(cfg, workdir)
-  for s in seeds:
-    check_reusable(seed_config(cfg, s), seed_dir(workdir, s))
-  todo = [s for s in seeds
-          if report.read_eval_metrics(os.path.join(seed_dir(workdir, s), "eval"),
-                                      cfg.num_steps) is None]
-  mode = "sequential"
-  if todo:
-    mode, why = choose_mode(cfg, todo, devices, dims=lambda: _dims(
-        cfg, train.open_split(cfg, cfg.data.root, "train", stream=stream)))
-    done = len(seeds) - len(todo)
-    stream.write(f"Seeds {','.join(map(str, seeds))}: {mode} ({why})"
-                 + (f"; {done} already trained" if done else "") + "\n")
-    stream.flush()
-    if mode == "vmap" and train_vmapped(cfg, todo, workdir, devices=devices,
-                                        stream=stream) is None:
-      mode = "sequential"
-    if mode == "sequential":
-      for s in todo:
-        stream.write(f"\n== seed {s} -> {seed_dir(workdir, s)} ==\n")
-        train.train(seed_config(cfg, s), seed_dir(workdir, s), devices=devices,
-                    stream=stream)
-  else:
-    stream.write(f"Seeds {','.join(map(str, seeds))}: all already trained in "
-                 f"{workdir}\n")
-  if not primary:  # process 0 evaluates and writes the table
-    return {"seeds": seeds, "mode": mode}
-
+def write_table(workdir: str, seeds, mode: str, num_steps: int, stream) -> dict:
+  """Reads each seed's final metrics, writes seeds.md/.json, prints the
+  table.  Returns {"metrics" {seed: scalars}, "table", "paths"}."""
   per_seed = {}
   for s in seeds:
-    m = report.read_eval_metrics(os.path.join(seed_dir(workdir, s), "eval"),
-                                 cfg.num_steps)
+    m = evaluator_lib.read_eval_metrics(os.path.join(seed_dir(workdir, s), "eval"),
+                                        num_steps)
     if m is None:
       raise RuntimeError(f"seed {s}: no final evaluation in "
                          f"{seed_dir(workdir, s)}/eval (does the data have a "
                          "test split?)")
     per_seed[s] = m
-  extra = {}
-  cache = {}
-  for name, overrides in evaluations:
-    extra[name] = {s: evaluate_variant(seed_config(cfg, s), seed_dir(workdir, s),
-                                       name, overrides, cache=cache, stream=stream)
-                   for s in seeds}
-
   md, info = seeds_table(per_seed)
   paths = {"md": os.path.join(workdir, "seeds.md"),
            "json": os.path.join(workdir, "seeds.json")}
   fileio.write_text(paths["md"], md + "\n")
   fileio.write_json(paths["json"], {
-      "seeds": seeds, "mode": mode, "num_steps": cfg.num_steps,
-      "per_seed": {str(s): m for s, m in per_seed.items()},
-      "evaluations": {n: {str(s): m for s, m in v.items()} for n, v in extra.items()},
-      **info})
+      "seeds": list(seeds), "mode": mode, "num_steps": num_steps,
+      "per_seed": {str(s): m for s, m in per_seed.items()}, **info})
   stream.write(f"\nFinal test metrics over {len(seeds)} seed(s), % "
                f"(mean ± sample std):\n{md}\nWrote {paths['md']} and "
                f"{paths['json']}\n")
   stream.flush()
-  return {"seeds": seeds, "mode": mode, "metrics": per_seed,
-          "evaluations": extra, "table": md, "paths": paths}
+  return {"metrics": per_seed, "table": md, "paths": paths}

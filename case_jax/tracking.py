@@ -1,4 +1,5 @@
-"""TensorBoard scalars without TensorFlow: the event-file format written directly.
+"""Progress of a run: TensorBoard scalars without TensorFlow (the event-file
+format written directly) and a progress line (``Progress``).
 
     writer = ScalarWriter(os.path.join(workdir, "tb"))
     writer.write(step, {"loss": 0.3, "mAP": 0.41})
@@ -21,6 +22,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import sys
 import time
 from typing import Mapping, Optional
 
@@ -138,3 +140,31 @@ class ScalarWriter:
 
   def __exit__(self, *exc):
     self.close()
+
+
+class Progress:
+  """A one-line progress bar on a terminal, plain lines elsewhere (CI logs)."""
+
+  def __init__(self, total: int, start: int = 0, stream=None, every: int = 10):
+    self.total, self.start = total, start
+    self.stream = stream or sys.stdout
+    self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+    self.every = max(1, every)
+    self.t0 = time.perf_counter()
+
+  def update(self, step: int, metrics: dict) -> None:
+    done = step - self.start
+    elapsed = time.perf_counter() - self.t0
+    eta = elapsed / max(done, 1) * (self.total - step)
+    frac = step / max(self.total, 1)
+    bar = "#" * int(24 * frac) + "." * (24 - int(24 * frac))
+    shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()
+                      if k in ("loss", "L_V", "L_A", "L_C", "L_R", "fb_acc", "H_qc"))
+    line = f"[{bar}] {step}/{self.total}  {shown}  eta {eta:4.0f}s"
+    if self.tty:
+      self.stream.write("\r" + line[:160])
+      if step >= self.total:
+        self.stream.write("\n")
+    elif step % self.every == 0 or step >= self.total:
+      self.stream.write(line + "\n")
+    self.stream.flush()

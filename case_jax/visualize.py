@@ -11,7 +11,9 @@
   map_tiou.png.
 
 Training calls it at the end with the final evaluation it already has, so
-only one extra forward pass (no detection) is spent on the figures.
+only one extra forward pass (no detection) is spent on the figures;
+``--mode=plots`` (case_jax/runs.py) loads the checkpoint and evaluates it
+first.
 
 The 2-D maps are computed here in numpy: PCA by default (``pca_2d``), or an
 exact t-SNE (``tsne_2d``, O(N^2), so at most ``TSNE_MAX_POINTS`` snippets).
@@ -27,7 +29,9 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
+from case_jax import data as data_lib
 from case_jax import inference, plots
+from case_jax import model as model_lib
 
 TSNE_MAX_POINTS = 2000
 PROJECTIONS = {"pca": "PCA", "tsne": "t-SNE"}   # option -> name shown
@@ -160,8 +164,6 @@ def collect_snippets(dataset, model, params, q_r, cfg, *,
   with ``seed``, in dataset order, and the smallest keys are kept (the
   same sample for the same data and seed, whatever the batch size).
   """
-  from case_jax import data as data_lib
-  from case_jax import model as model_lib
   t = cfg.data.num_segments
   want = set(map(str, timeline_ids))
   rng = np.random.default_rng(seed)
@@ -200,7 +202,6 @@ def collect_snippets(dataset, model, params, q_r, cfg, *,
 
 def _snippet_times(rec, num_segments) -> np.ndarray:
   """Seconds of the snippet centres behind the T test positions (T,)."""
-  from case_jax import data as data_lib
   n = rec.num_snippets
   idx = np.arange(n) if num_segments is None else data_lib.sample_test_indices(n, num_segments)
   return (idx + 0.5) * rec.seconds_per_snippet
@@ -209,30 +210,25 @@ def _snippet_times(rec, num_segments) -> np.ndarray:
 # =============================================================================
 # Everything into <workdir>/plots/.
 # =============================================================================
-def write_plots(cfg, workdir: str, *, model=None, state=None, test_set=None,
-                evaluated: Optional[dict] = None, metrics_only: bool = False,
-                projection: str = "pca", max_points: int = 5000, seed: int = 0,
-                stream=None) -> list[str]:
-  """Writes every PNG into ``<workdir>/plots/`` and returns their paths.
-
-  Without ``model``/``state`` the latest checkpoint is loaded; without
-  ``test_set`` the test split is opened; without ``evaluated`` (the output
-  of report.evaluate_state for this state) it is computed once.  With no
-  usable test split, or with ``metrics_only``, only the metrics.jsonl
-  curves are written.
-  """
-  from case_jax import report, runs, train
-  from case_jax import data as data_lib
-  if projection not in PROJECTIONS:  # before any work
+def check_projection(projection: str) -> None:
+  if projection not in PROJECTIONS:
     raise ValueError(f"projection must be one of {list(PROJECTIONS)}, got "
                      f"{projection!r}")
+
+
+def write_plots(cfg, workdir: str, *, model, state, test_set=None,
+                evaluated: Optional[dict] = None, projection: str = "pca",
+                max_points: int = 5000, seed: int = 0, stream=None) -> list[str]:
+  """Writes every PNG into ``<workdir>/plots/`` and returns their paths.
+
+  ``evaluated``: the evaluator's output for ``state`` on ``test_set``.
+  Without ``test_set`` (no usable test split) only the metrics.jsonl curves
+  are written.
+  """
+  check_projection(projection)
   stream = stream or sys.stdout
   workdir = os.path.abspath(workdir)
   log_path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(log_path):
-    raise FileNotFoundError(
-        f"{log_path} is missing: --mode=plots needs a training workdir; train "
-        f"first (python -m case_jax.main --mode=train --workdir={workdir}).")
   out_dir = os.path.join(workdir, "plots")
   rows = plots.read_metrics(log_path)
   written = [
@@ -241,37 +237,10 @@ def write_plots(cfg, workdir: str, *, model=None, state=None, test_set=None,
                            num_clusters=cfg.model.num_clusters,
                            note=" (DDCL on)" if cfg.labeling.ddcl else " (no DDCL)"),
       plots.fg_range_curves(rows, os.path.join(out_dir, "fg_range.png"))]
-  if metrics_only:
+  if test_set is None or evaluated is None:
     _list(stream, out_dir, written)
     return written
 
-  info = None
-  if state is None:
-    try:
-      model, state, info = runs.load_trained(cfg, workdir)
-    except FileNotFoundError as e:
-      raise FileNotFoundError(
-          f"{e}. --mode=plots draws the latest checkpoint: train into this "
-          f"workdir first (python -m case_jax.main --mode=train --workdir={workdir}).") from e
-  gt = None
-  try:
-    if test_set is None or evaluated is None:
-      root = train.resolve_data_root(cfg, workdir)
-    if test_set is None:
-      test_set = train.open_split(cfg, root, "test", stream=stream,
-                                  classes=info["classes"] if info else None)
-    if not len(test_set):
-      raise ValueError("the test split has no videos")
-    if evaluated is None:
-      gt = report.load_test_ground_truth(root, cfg)
-  except (FileNotFoundError, ValueError, data_lib.LayoutError) as e:
-    stream.write(f"No usable test split ({e}): only the training curves are "
-                 "plotted.\n")
-    _list(stream, out_dir, written)
-    return written
-  if evaluated is None:
-    evaluated = report.evaluate_state(test_set, model, state.params, state.q_r,
-                                      cfg, gt)
   step = int(state.step)
   n_plots = min(cfg.eval.num_plots, len(test_set))
   records = [test_set[i] for i in range(n_plots)]

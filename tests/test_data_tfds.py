@@ -91,12 +91,12 @@ def test_tfds_fresh_process_without_tensorflow(prepared):
 @needs_real
 def test_training_reads_the_prepared_dataset_through_the_config(prepared):
   """--config.data.layout=tfds gives training the same batches as the raw."""
-  from case_jax import defaults, train
+  from case_jax import datasets, defaults
   raws, data_dir = prepared
   cfg = defaults.base_config()
   cfg.data.layout = "tfds"
   cfg.data.tfds_name = "thumos14/basnet"
-  prepared_ds = train.open_split(cfg, data_dir, "train")
+  prepared_ds = datasets.open_split(cfg, data_dir, "train")
   raw = quiet_raw(raws["basnet"], "train", "basnet")
   a = train_batch(prepared_ds, 3, seed=1, batch_size=4, num_segments=16)
   b = train_batch(raw, 3, seed=1, batch_size=4, num_segments=16)

@@ -61,35 +61,34 @@ def worker(out_path, how):
   from case_jax import distributed as dist
   assert dist.maybe_initialize(), "CASE_* distributed settings missing"
   import jax
-  from case_jax import train
+  from case_jax import placement, train
   assert jax.process_count() == 2
   cfg = tiny_config()
   model, tx, state = setup(cfg)
   devices = jax.devices()                      # global, process-major
-  step = train.parallel_step(model, tx, cfg, devices, how)
-  rstate = dist.replicate_global(state, devices, train.AXIS)
+  step = train.parallel_step(cfg, devices, how)
+  rstate = placement.replicate_global(state, devices)
   losses = []
   for batch in random_batches(NUM_STEPS):      # same global batches everywhere
-    rstate, metrics = step(rstate, dist.shard_global_batch(
-        batch, devices, train.AXIS, train.DEVICE_KEYS))
-    losses.append(float(dist.first_replica(metrics)["loss"]))  # sync each step
-  final = dist.first_replica(rstate)
+    rstate, metrics = step(rstate, placement.shard_global_batch(batch, devices))
+    losses.append(float(placement.first_replica(metrics)["loss"]))  # sync each step
+  final = placement.first_replica(rstate)
   if jax.process_index() == 0:
     np.savez(out_path, losses=np.array(losses), **flat(final))
   print(f"process {jax.process_index()} done: losses {losses}", flush=True)
 
 
 def single_process(devices, how):
-  from case_jax import train
+  from case_jax import placement, train
   cfg = tiny_config()
   model, tx, state = setup(cfg)
-  step = train.parallel_step(model, tx, cfg, devices, how)
-  rstate = train.replicate(state, devices)
+  step = train.parallel_step(cfg, devices, how)
+  rstate = placement.replicate(state, devices)
   losses = []
   for batch in random_batches(NUM_STEPS):
-    rstate, metrics = step(rstate, train.shard_batch(batch, devices))
+    rstate, metrics = step(rstate, placement.shard_batch(batch, devices))
     losses.append(float(np.asarray(metrics["loss"])[0]))
-  return np.array(losses), flat(train.unreplicate(rstate))
+  return np.array(losses), flat(placement.unreplicate(rstate))
 
 
 def _free_port():
@@ -134,7 +133,7 @@ if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--worker":
 
 
 # =============================================================================
-# The training loop itself, two processes (train.train multi-process path).
+# The training loop itself, two processes (train.train_and_evaluate multi-process path).
 # =============================================================================
 TRAIN_FLAGS = ["--config=configs/synthetic.py",
                "--config.data.synthetic.num_train=16",

@@ -77,10 +77,10 @@ def test_train_evaluate_predict(tmp_path):
 def test_predict_rejects_a_bad_feature_folder(tmp_path):
   from case_jax import runs
   with pytest.raises(FileNotFoundError, match="rgb"):
-    runs._FeatureFolder(str(tmp_path), ["a"], 4, 4)
+    runs.FeatureFolder(str(tmp_path), ["a"], 4, 4, fps=25.0, snippet_frames=16)
   os.makedirs(tmp_path / "rgb")
   os.makedirs(tmp_path / "flow")
   np.save(tmp_path / "rgb" / "v.npy", np.zeros((5, 3), np.float32))
   np.save(tmp_path / "flow" / "v.npy", np.zeros((5, 4), np.float32))
   with pytest.raises(ValueError, match=r"expected \(n, 4\)"):
-    runs._FeatureFolder(str(tmp_path), ["a"], 4, 4)
+    runs.FeatureFolder(str(tmp_path), ["a"], 4, 4, fps=25.0, snippet_frames=16)

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from case_jax import defaults, plots, train, visualize
+from case_jax import datasets, defaults, plots, runs, train, visualize
 from case_jax.data.synthetic import write_synthetic_thumos
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -204,7 +204,7 @@ def trained(tmp_path_factory):
                          feature_dim=12, seed=5)
   work = str(tmp_path_factory.mktemp("run"))
   cfg = tiny_config(root)
-  summary = train.train(cfg, work, devices=jax.devices()[:1],
+  summary = train.train_and_evaluate(cfg, work, devices=jax.devices()[:1],
                         stream=open(os.devnull, "w"))
   return cfg, work, summary
 
@@ -217,7 +217,7 @@ def expected_pngs(cfg, test_ids):
 
 def test_training_ends_with_the_pngs(trained):
   cfg, work, summary = trained
-  test_set = train.open_split(cfg, cfg.data.root, "test", classes=summary["classes"])
+  test_set = datasets.open_split(cfg, cfg.data.root, "test", classes=summary["classes"])
   names = set(os.listdir(os.path.join(work, "plots")))
   assert names == expected_pngs(cfg, [r.video_id for r in test_set])
   for name in names:
@@ -230,7 +230,7 @@ def test_collect_snippets_three_scores_and_a_seeded_sample(trained):
   from case_jax import inference
   cfg, work, summary = trained
   model, state = summary["model"], summary["state"]
-  test_set = train.open_split(cfg, cfg.data.root, "test", classes=summary["classes"])
+  test_set = datasets.open_split(cfg, cfg.data.root, "test", classes=summary["classes"])
   ids = [test_set[i].video_id for i in range(3)]
   a = visualize.collect_snippets(test_set, model, state.params, state.q_r, cfg,
                                  timeline_ids=ids, max_points=50, seed=1)
@@ -279,7 +279,7 @@ def test_write_plots_from_the_checkpoint(trained, tmp_path, monkeypatch):
 
   monkeypatch.setattr(plots, "video_timeline", spy)
   log = open(os.devnull, "w")
-  written = visualize.write_plots(cfg, copy, stream=log, max_points=100)
+  written = runs.plots(cfg, copy, stream=log)
   assert {os.path.basename(p) for p in written} == set(os.listdir(os.path.join(copy, "plots")))
   assert len(written) == 5 + cfg.eval.num_plots
   for p in written:
@@ -291,7 +291,7 @@ def test_write_plots_from_the_checkpoint(trained, tmp_path, monkeypatch):
                                atol=1e-6)
   # Seconds: the centres of the snippets the T test positions sample,
   # floor(i * L / T) (the released uniform sampling), at 0.64 s per snippet.
-  test_set = train.open_split(cfg, cfg.data.root, "test")
+  test_set = datasets.open_split(cfg, cfg.data.root, "test")
   t = cfg.data.num_segments
   for rec in test_set:
     if rec.video_id in drawn:
@@ -303,12 +303,12 @@ def test_write_plots_from_the_checkpoint(trained, tmp_path, monkeypatch):
 def test_write_plots_names_the_missing_file_and_the_fix(tmp_path):
   cfg = tiny_config(str(tmp_path / "data"))
   with pytest.raises(FileNotFoundError, match=r"metrics\.jsonl is missing.*--mode=train"):
-    visualize.write_plots(cfg, str(tmp_path))
+    runs.plots(cfg, str(tmp_path))
   (tmp_path / "metrics.jsonl").write_text(json.dumps(metric_rows()[0]) + "\n")
   with pytest.raises(FileNotFoundError, match=r"run\.json is missing.*--mode=train"):
-    visualize.write_plots(cfg, str(tmp_path), stream=open(os.devnull, "w"))
+    runs.plots(cfg, str(tmp_path), stream=open(os.devnull, "w"))
   with pytest.raises(ValueError, match="projection"):
-    visualize.write_plots(cfg, str(tmp_path), projection="umap")
+    runs.plots(cfg, str(tmp_path), projection="umap")
 
 
 @pytest.mark.slow
@@ -362,7 +362,8 @@ def test_a_cut_short_last_line_is_skipped_a_bad_middle_line_is_named(tmp_path):
     plots.read_metrics(str(path))
 
 
-def test_an_empty_test_split_gives_the_training_curves_and_a_note(trained, tmp_path):
+def test_an_empty_test_split_gives_the_training_curves_and_a_note(trained, tmp_path,
+                                                                  monkeypatch):
   import shutil
   cfg, work, _ = trained
   copy = str(tmp_path / "run")
@@ -374,8 +375,11 @@ def test_an_empty_test_split_gives_the_training_curves_and_a_note(trained, tmp_p
 
     def __len__(self):
       return 0
+  real_open = datasets.open_split
+  monkeypatch.setattr(datasets, "open_split", lambda c, root, split, **kw: (
+      EmptySplit() if split == "test" else real_open(c, root, split, **kw)))
   out = io.StringIO()
-  written = visualize.write_plots(cfg, copy, test_set=EmptySplit(), stream=out)
+  written = runs.plots(cfg, copy, stream=out)
   assert sorted(os.path.basename(p) for p in written) == [
       "entropy.png", "fg_range.png", "training_curves.png"]
   assert "No usable test split (the test split has no videos)" in out.getvalue()

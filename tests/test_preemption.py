@@ -270,9 +270,9 @@ def test_resaving_a_step_whose_save_died_replaces_it(tmp_path, mode):
 
 
 def test_url_workdir_is_refused_with_the_fix():
-  from case_jax import train
+  from case_jax import workdir
   with pytest.raises(ValueError, match="gcsfuse .*--workdir=/gcs/bkt/run"):
-    train.local_workdir("gs://bkt/run")
+    workdir.local_workdir("gs://bkt/run")
 
 
 def test_a_save_in_flight_is_listed_and_not_saved_twice(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from case_jax import checkpoint as ckpt_lib, runs, seeds, train
+from case_jax import checkpoint as ckpt_lib, runs, seeds, train, workdir as workdir_lib
 from case_jax.data.synthetic import write_synthetic_thumos
 from test_train import assert_trees_close, tiny_config
 
@@ -37,7 +37,7 @@ def seeds_config(root, **over):
 
 @pytest.fixture(scope="module")
 def two_ways(tmp_path_factory):
-  """Seeds 0,1 trained vmapped over 2 devices, and by train.train one by one."""
+  """Seeds 0,1 trained vmapped over 2 devices, and one by one as single runs."""
   base = tmp_path_factory.mktemp("seeds")
   root = str(base / "data")
   write_synthetic_thumos(root, num_train=24, num_test=8, num_classes=4,
@@ -45,9 +45,9 @@ def two_ways(tmp_path_factory):
   devices = jax.devices()[:2]   # the vmap inside a 2-device pmap
   quiet = open(os.devnull, "w")
   with no_figures():
-    vmapped = seeds.run(seeds_config(root, seeds_mode="vmap"), str(base / "vmap"),
+    vmapped = train.train_and_evaluate(seeds_config(root, seeds_mode="vmap"), str(base / "vmap"),
                         devices=devices, stream=quiet)
-    single = {s: train.train(seeds.seed_config(seeds_config(root), s),
+    single = {s: train.train_and_evaluate(seeds.seed_config(seeds_config(root), s),
                              str(base / "single" / f"seed_{s}"), devices=devices,
                              stream=quiet) for s in (0, 1)}
   return {"root": root, "base": base, "vmap": vmapped, "single": single,
@@ -116,9 +116,9 @@ def test_sequential_mode_resume_and_reuse(two_ways, tmp_path):
 
   # seed 0 half-trained: vmap falls back to one-by-one resumption
   work = str(tmp_path / "w")
-  train.train(seeds.seed_config(seeds_config(root, num_steps=3), 0),
+  train.train_and_evaluate(seeds.seed_config(seeds_config(root, num_steps=3), 0),
               os.path.join(work, "seed_0"), devices=devices, stream=open(os.devnull, "w"))
-  out = seeds.run(seeds_config(root, seeds_mode="vmap"), work, devices=devices,
+  out = train.train_and_evaluate(seeds_config(root, seeds_mode="vmap"), work, devices=devices,
                   stream=Out())
   text = "".join(lines)
   assert "different steps" in text and out["mode"] == "sequential"
@@ -127,12 +127,12 @@ def test_sequential_mode_resume_and_reuse(two_ways, tmp_path):
         two_ways["vmap"]["metrics"][s]["mAP"], abs=1e-5)
   # everything done: reused, nothing trained
   lines.clear()
-  again = seeds.run(seeds_config(root), work, devices=devices, stream=Out())
+  again = train.train_and_evaluate(seeds_config(root), work, devices=devices, stream=Out())
   assert "all already trained" in "".join(lines)
   assert again["metrics"] == out["metrics"]
   # a different config in the same workdir is refused
   with pytest.raises(ValueError, match="model.embed_dim"):
-    seeds.run(seeds_config(root, **{"model.embed_dim": 8}), work, devices=devices,
+    train.train_and_evaluate(seeds_config(root, **{"model.embed_dim": 8}), work, devices=devices,
               stream=Out())
 
 
@@ -174,21 +174,21 @@ def test_an_error_in_one_seeds_evaluation_keeps_every_final_checkpoint(
   """vmap mode: the final checkpoints of all seeds are committed before any
   seed is evaluated, and every seed's files are closed on the error."""
   opened = []
-  real_init = seeds._SeedRun.__init__
+  real_init = workdir_lib.RunFiles.__init__
 
   def tracking_init(self, *a, **k):
     real_init(self, *a, **k)
     opened.append(self)
-  monkeypatch.setattr(seeds._SeedRun, "__init__", tracking_init)
+  monkeypatch.setattr(workdir_lib.RunFiles, "__init__", tracking_init)
 
   def failing_finish(*a, **k):
     raise RuntimeError("evaluation broke")
   monkeypatch.setattr(train, "finish_run", failing_finish)
   cfg = seeds_config(two_ways["root"], seeds_mode="vmap", eval_every=0)
   with no_figures(), pytest.raises(RuntimeError, match="evaluation broke"):
-    seeds.run(cfg, str(tmp_path), devices=two_ways["devices"],
+    train.train_and_evaluate(cfg, str(tmp_path), devices=two_ways["devices"],
               stream=open(os.devnull, "w"))
   for s in (0, 1):
     mgr = ckpt_lib.Checkpointer(os.path.join(tmp_path, f"seed_{s}", "checkpoints"))
     assert mgr.latest_step() == 6, s
-  assert len(opened) == 2 and all(r.log.closed for r in opened)
+  assert len(opened) == 2 and all(r.closed for r in opened)

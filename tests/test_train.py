@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from case_jax import defaults, model as model_lib, train
+from case_jax import defaults, model as model_lib, placement, train
 from case_jax.data.synthetic import write_synthetic_thumos
 
 
@@ -43,12 +43,12 @@ def setup(cfg, d=12, c=5):
 
 def run_parallel(cfg, batches, devices, how):
   model, tx, state = setup(cfg)
-  step = train.parallel_step(model, tx, cfg, devices, how)
-  rstate = train.replicate(state, devices)
+  step = train.parallel_step(cfg, devices, how)
+  rstate = placement.replicate(state, devices)
   for batch in batches:
-    rstate, metrics = step(rstate, train.shard_batch(batch, devices))
+    rstate, metrics = step(rstate, placement.shard_batch(batch, devices))
     jax.block_until_ready(metrics)           # sync every step (simulated devices)
-  return train.unreplicate(rstate), jax.tree.map(lambda x: float(x[0]), metrics)
+  return placement.unreplicate(rstate), jax.tree.map(lambda x: float(x[0]), metrics)
 
 
 def assert_trees_close(a, b, atol):
@@ -160,7 +160,7 @@ def test_prototypes_are_normalised_before_the_step_like_released():
     np.testing.assert_array_equal(np.asarray(params[s]["att_encoder"]["kernel"]),
                                   np.asarray(state.params[s]["att_encoder"]["kernel"]))
   # One step: Adam's update is applied to the normalised prototypes.
-  step = train.make_step_fn(model, tx, cfg, axis_name=None)
+  step = train.make_step_fn(cfg, axis_name=None)
   new, _ = jax.jit(step)(state, random_batch(np.random.default_rng(2)))
   for s in ("rgb", "flow"):
     moved = np.asarray(new.params[s]["prototypes"]) - np.asarray(params[s]["prototypes"])
@@ -190,7 +190,7 @@ def tiny_data(tmp_path_factory):
 
 def _train(cfg, workdir, root):
   cfg.data.root = root
-  return train.train(cfg, workdir, devices=jax.devices()[:1],
+  return train.train_and_evaluate(cfg, workdir, devices=jax.devices()[:1],
                      stream=open(os.devnull, "w"))
 
 
@@ -227,7 +227,7 @@ def test_training_without_a_test_split_finishes(tiny_data, tmp_path):
   cfg = tiny_config(num_steps=4)
   train_set = open_dataset(tiny_data, "train", cfg.data.layout)
   out = io.StringIO()
-  summary = train.train(cfg, str(tmp_path), train_set=train_set,
+  summary = train.train_and_evaluate(cfg, str(tmp_path), train_set=train_set,
                         devices=jax.devices()[:1], stream=out)
   assert int(summary["state"].step) == 4 and "eval" not in summary
   assert os.path.isdir(tmp_path / "checkpoints" / "4")
@@ -240,7 +240,7 @@ def test_missing_data_root_names_the_fix(tmp_path):
   cfg = tiny_config()
   cfg.data.dataset = "thumos14"
   with pytest.raises(ValueError, match="--config.data.root"):
-    train.train(cfg, str(tmp_path))
+    train.train_and_evaluate(cfg, str(tmp_path))
 
 
 def test_temporal_kernel_three_mixes_neighbours():
@@ -282,17 +282,17 @@ def test_bf16_option_is_close_to_f32_and_uses_bf16_dense():
   o16 = m16.apply({"params": s32.params}, batch["rgb"], batch["flow"])
   np.testing.assert_allclose(np.asarray(o16["rgb"].att), np.asarray(o32["rgb"].att),
                              atol=2e-2)
-  step16 = jax.jit(train.make_step_fn(m16, tx, cfg16, axis_name=None))
-  step32 = jax.jit(train.make_step_fn(m32, tx, cfg32, axis_name=None))
-  _, met16 = step16(s32, batch)
+  step16 = jax.jit(train.make_step_fn(cfg16, axis_name=None))
+  step32 = jax.jit(train.make_step_fn(cfg32, axis_name=None))
+  _, met16 = step16(s32.replace(apply_fn=m16.apply), batch)
   _, met32 = step32(s32, batch)
   assert float(met16["loss"]) == pytest.approx(float(met32["loss"]), rel=1e-2)
 
 
 def test_a_batch_that_does_not_split_over_the_devices_names_the_fix():
   batch = random_batch(np.random.default_rng(0))          # 8 rows
-  parts = train.split_rows(batch, 4)
+  parts = placement.split_rows(batch, 4)
   assert parts["rgb"].shape[:2] == (4, 2)
   np.testing.assert_array_equal(parts["rgb"].reshape(batch["rgb"].shape), batch["rgb"])
   with pytest.raises(ValueError, match="not divisible by the 3 devices.*multiple of 6"):
-    train.split_rows(batch, 3, multiple=6)
+    placement.split_rows(batch, 3, multiple=6)

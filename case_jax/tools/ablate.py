@@ -29,7 +29,9 @@ import time
 
 import jax
 
-from case_jax import ablations, fileio, seeds as seeds_lib, train
+from case_jax import (ablations, datasets, defaults, evaluator as evaluator_lib,
+                      fileio, runs, seeds as seeds_lib, train,
+                      workdir as workdir_lib)
 
 
 def parse_seed_arg(text) -> list[int]:
@@ -64,13 +66,13 @@ def run_table(cfg, number, workdir: str, *, seeds=None, rows=None, devices=None,
   spec = ablations.table(number)
   selected = spec.select(rows)
   stream = stream or sys.stdout
-  workdir = train.local_workdir(workdir)
+  workdir = workdir_lib.local_workdir(workdir)
   os.makedirs(workdir, exist_ok=True)
   cfg = copy.deepcopy(cfg)
   seed_ids = list(seeds) if seeds else seeds_lib.seed_list(cfg)
   cfg.seeds = ",".join(map(str, seed_ids))
   # Generated data once for every row.
-  cfg.data.root = seeds_lib.shared_data_root(cfg, workdir)
+  cfg.data.root = datasets.shared_data_root(cfg, workdir)
   evaluations = tuple((name, ov) for _, name, ov in spec.evaluations)
 
   results = []
@@ -81,8 +83,11 @@ def run_table(cfg, number, workdir: str, *, seeds=None, rows=None, devices=None,
                  f"seeds {cfg.seeds}  ({time.time() - t0:.0f}s so far)\n")
     stream.flush()
     row_cfg = ablations.apply(copy.deepcopy(cfg), row.preset)
-    out = seeds_lib.run(row_cfg, _row_dir(workdir, row), devices=devices,
-                        stream=stream, evaluations=evaluations)
+    out = train.train_and_evaluate(row_cfg, _row_dir(workdir, row),
+                                   devices=devices, stream=stream)
+    if jax.process_index() == 0:
+      out["evaluations"] = evaluate_seeds(row_cfg, _row_dir(workdir, row),
+                                          out["seeds"], evaluations, stream)
     results.append(out)
   if jax.process_index() != 0:  # process 0 has the metrics and writes the table
     return {"rows": [r.preset for r in selected], "paths": {}}
@@ -100,6 +105,31 @@ def run_table(cfg, number, workdir: str, *, seeds=None, rows=None, devices=None,
   stream.write(f"\n{title}\n\n{md}\n\nWrote {paths['md']} and {paths['json']}\n")
   stream.flush()
   return {"markdown": md, "rows": data["rows"], "paths": paths}
+
+
+def evaluate_seeds(cfg, workdir: str, seeds, evaluations, stream) -> dict:
+  """{name: {seed: metrics}}: each seed's final checkpoint evaluated with
+  each (name, overrides) of ``evaluations`` (Table 5's fg_score) into
+  ``seed_<s>/eval_<name>/``; the config's own evaluation is its eval/."""
+  out, shared = {}, None   # one test split and ground truth for all of them
+  for name, overrides in evaluations:
+    out[name] = {}
+    for s in seeds:
+      c, d = seeds_lib.seed_config(cfg, s), seeds_lib.seed_dir(workdir, s)
+      same = defaults.set_dotted(copy.deepcopy(c), dict(overrides))
+      if same.to_json_best_effort() == c.to_json_best_effort():
+        done = evaluator_lib.read_eval_metrics(os.path.join(d, "eval"), c.num_steps)
+        if done is not None:
+          out[name][s] = done
+          continue
+      if shared is None:
+        classes = workdir_lib.read_run_info(d)["classes"]
+        shared = evaluator_lib.Evaluator.from_config(c, c.data.root, classes,
+                                                     stream=stream)
+      out[name][s] = runs.evaluate(c, d, out_name=f"eval_{name}",
+                                   overrides=overrides, evaluator=shared,
+                                   stream=stream)
+  return out
 
 
 def format_table(spec, rows, results) -> tuple[str, dict]:

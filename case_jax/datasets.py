@@ -1,0 +1,63 @@
+"""The configured data: ``data.root`` resolved, and a split opened as
+``cfg.data`` says (layout, on_error, TFDS name).
+
+The run layer opens data only through these two functions (training, the
+evaluator, --mode=plots, seeds and ablation tables).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import jax
+
+from case_jax import data as data_lib
+
+
+def open_split(cfg, root: str, split: str, classes=None, stream=None):
+  """One split in ``cfg.data.layout``; skipped videos (data.on_error="skip")
+  are reported, never dropped silently."""
+  if cfg.data.layout == "tfds":
+    # A prepared dataset (python -m case_jax.data.prepare): data.root is the
+    # TFDS data_dir, data.tfds_name the builder (e.g. "thumos14/basnet").
+    from case_jax.data.tfds_builders import TFDSDataset  # optional extra
+    return TFDSDataset(cfg.data.tfds_name, split, data_dir=root)
+  ds = data_lib.open_dataset(root, split, cfg.data.layout, classes,
+                             on_error=cfg.data.on_error)
+  for vid, why in getattr(ds, "skipped", ()):
+    (stream or sys.stdout).write(f"skipped {split} video {vid}: {why}\n")
+  return ds
+
+
+def resolve_data_root(cfg, workdir: str) -> str:
+  """``data.root``, or for the synthetic dataset a generated copy in workdir."""
+  root = cfg.data.root
+  if cfg.data.dataset == "synthetic":
+    from case_jax.data.synthetic import write_synthetic_thumos
+    root = root or synthetic_root(workdir)
+    if not os.path.exists(os.path.join(root, "gt.json")):
+      write_synthetic_thumos(root, **dict(cfg.data.synthetic))
+    return root
+  if not root:
+    raise ValueError(
+        f"data.root is not set: pass --config.data.root=/path/to/{cfg.data.dataset} "
+        "(the folder holding gt.json, split_train.txt, split_test.txt and "
+        "features/{train,test}/{rgb,flow}/<video>.npy).")
+  if not os.path.isdir(root):
+    raise FileNotFoundError(f"data.root {root!r} is not a directory.")
+  return root
+
+
+def synthetic_root(workdir: str) -> str:
+  return os.path.join(workdir, "synthetic_data")
+
+
+def shared_data_root(cfg, workdir: str) -> str:
+  """data.root for every seed (and ablation row) under ``workdir``: one
+  copy of generated (synthetic) data.  With several processes it is only
+  named here; the training's primary process generates it behind a barrier."""
+  if jax.process_count() == 1:
+    return resolve_data_root(cfg, workdir)
+  if cfg.data.dataset == "synthetic" and not cfg.data.root:
+    return synthetic_root(workdir)
+  return cfg.data.root

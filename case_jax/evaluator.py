@@ -1,0 +1,144 @@
+"""The one evaluation path: a model state -> detections -> mAP and snippet
+statistics on the test split.
+
+``Evaluator.from_config`` is the only opener of the test split and its
+ground truth; training (every ``eval_every`` steps and at the end),
+``--mode=evaluate``, ``--mode=plots``, several seeds and the ablation tables
+all call ``run``, so they give identical numbers for the same checkpoint.
+``write`` puts the results in ``<dir>/``: detections.json (ActivityNet
+result format), detections.csv, detections_thumos14.txt and metrics.json.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import numpy as np
+
+from case_jax import data as data_lib
+from case_jax import datasets, detection, evaluation, fileio, inference, report
+
+SNIPPET_KEYS = ("test_fb_acc", "test_H_pc", "test_H_mean_pc")
+
+
+def load_test_ground_truth(root: str, cfg) -> evaluation.GroundTruth:
+  """gt.json in ``root`` or, for the W-TALC layout, its annotation arrays."""
+  path = os.path.join(root, "gt.json")
+  if os.path.exists(path):
+    return evaluation.load_gt_json(path, subset=cfg.eval.gt_subset)
+  if cfg.data.layout == "wtalc":
+    dirs = sorted(d for d in os.listdir(root) if d.endswith("-Annotations"))
+    if dirs:
+      return evaluation.load_wtalc_annotations(os.path.join(root, dirs[0]),
+                                               subset=cfg.eval.gt_subset)
+  raise FileNotFoundError(f"{path} is missing: evaluation needs the ground "
+                          "truth (gt.json, or the W-TALC *-Annotations folder).")
+
+
+def snippet_scalars(stats: dict) -> dict:
+  """The detection pass's snippet statistics (inference.SnippetStats) under
+  their metrics names: F&B accuracy, H(P^C), H(mean P^C)."""
+  return dict(zip(SNIPPET_KEYS, (float(stats["fb_acc"]), float(stats["H_pc"]),
+                                 float(stats["H_mean_pc"]))))
+
+
+def scalar_metrics(result: dict, prefix: str = "") -> dict:
+  """mAP per threshold and the summaries as flat floats (for metrics.jsonl)."""
+  out = {f"{prefix}mAP": float(result["average_map"])}
+  for t, v in zip(result["tiou_thresholds"], result["map"]):
+    out[f"{prefix}mAP@{float(t):.2f}"] = float(v)
+  for name, v in result["summary"].items():
+    out[f"{prefix}{name}"] = float(v)
+  return out
+
+
+def read_eval_metrics(eval_dir: str, step: Optional[int] = None) -> Optional[dict]:
+  """``<eval_dir>/metrics.json`` as the flat scalars of ``scalar_metrics``
+  (plus ``step`` and the snippet statistics), or None when it is missing
+  or was written at another step than ``step``."""
+  path = os.path.join(eval_dir, "metrics.json")
+  if not os.path.exists(path):
+    return None
+  m = fileio.read_json(path)
+  if step is not None and m.get("step") != step:
+    return None
+  out = {"step": m.get("step"), **scalar_metrics({
+      "average_map": m["average_map"], "tiou_thresholds": m["tiou_thresholds"],
+      "map": m["map"], "summary": m.get("summary", {})})}
+  out.update({k: float(m[k]) for k in SNIPPET_KEYS if k in m})
+  return out
+
+
+class Evaluator:
+  """The test split (in the training's class order) and its ground truth."""
+
+  def __init__(self, cfg, test_set, gt: evaluation.GroundTruth):
+    self.cfg, self.test_set, self.gt = cfg, test_set, gt
+
+  @classmethod
+  def from_config(cls, cfg, root: str, classes, *, stream=None,
+                  required: bool = True) -> Optional["Evaluator"]:
+    """Opens ``root``'s test split and ground truth.  ``required=False``:
+    None, with a note, when there is no usable test split (training goes
+    on without evaluation)."""
+    stream = stream or sys.stdout
+    try:
+      test_set = datasets.open_split(cfg, root, "test", classes=classes,
+                                     stream=stream)
+      gt = load_test_ground_truth(root, cfg)
+    except (FileNotFoundError, data_lib.LayoutError) as e:
+      if required:
+        raise
+      stream.write(f"No usable test split in {root} ({e}): training without "
+                   "evaluation.\n")
+      return None
+    return cls(cfg, test_set, gt)
+
+  def run(self, model, state) -> dict:
+    """Detects on the test split with ``state`` and scores it.
+
+    Returns {"result": evaluate_detections' output, "scalars": flat metrics
+    (mAP, mAP@t, summaries, snippet statistics), "detections": by video
+    with class-name labels, "raw": by video with class indices, "stats":
+    the snippet statistics, "class_names"}.
+    """
+    cfg = self.cfg
+    dets, _, stats = inference.detect_dataset(self.test_set, model, state.params,
+                                              state.q_r, cfg)
+    names = list(self.test_set.classes)
+    named = {vid: [dict(d, label=names[d["label"]]) for d in ds]
+             for vid, ds in dets.items()}
+    # The official evaluator rejects labels absent from the GT subset; a small
+    # test split can lack a class the model still predicts.  Those detections
+    # cannot change the mAP (it averages over GT classes), so they are left
+    # out of scoring here (they stay in the written detections).
+    scored = set(self.gt.class_names)
+    results = detection.to_result_json(
+        {vid: [d for d in ds if names[d["label"]] in scored]
+         for vid, ds in dets.items()}, names)
+    found = evaluation.detections_from_results(results, source="<model detections>")
+    result = evaluation.evaluate_detections(
+        self.gt, found, np.asarray(cfg.eval.tiou_thresholds, np.float64),
+        tie_order=cfg.eval.tie_order)
+    return {"result": result, "scalars": {**scalar_metrics(result),
+                                          **snippet_scalars(stats)},
+            "detections": named, "raw": dets, "stats": stats,
+            "class_names": names}
+
+  @staticmethod
+  def write(out_dir: str, evaluated: dict, extra: Optional[dict] = None) -> dict:
+    """The result files of ``run``'s output into ``out_dir``; ``extra`` goes
+    into metrics.json beside the mAP and the snippet statistics.  Without
+    "result" (unlabelled videos, --mode=predict) only the detections."""
+    sc = evaluated.get("scalars", {})
+    return report.write_outputs(out_dir, evaluated, {
+        **{k: sc[k] for k in SNIPPET_KEYS if k in sc}, **(extra or {})})
+
+  def summary_text(self, evaluated: dict, what: str) -> str:
+    """The mAP table and snippet statistics of ``what`` (e.g. "checkpoint
+    step 40"), for the terminal."""
+    sc = evaluated["scalars"]
+    return (f"Detection mAP of {what}, {len(self.test_set)} test videos:\n" + evaluation.format_map_table(evaluated["result"]) +
+            f"\nF&B snippet accuracy: {100 * sc['test_fb_acc']:.2f}%   H(P^C) "
+            f"{sc['test_H_pc']:.3f}   H(mean P^C) {sc['test_H_mean_pc']:.3f} nats\n")
