@@ -16,18 +16,19 @@ from typing import Optional
 import numpy as np
 
 from case_jax import detection, evaluation, export, fileio, inference
+from case_jax.data import ground_truth
 
 
 def load_test_ground_truth(root: str, cfg) -> evaluation.GroundTruth:
   """gt.json in ``root`` or, for the W-TALC layout, its annotation arrays."""
   path = os.path.join(root, "gt.json")
   if os.path.exists(path):
-    return evaluation.load_gt_json(path, subset=cfg.eval.gt_subset)
+    return ground_truth.load_gt_json(path, subset=cfg.eval.gt_subset)
   if cfg.data.layout == "wtalc":
     dirs = sorted(d for d in os.listdir(root) if d.endswith("-Annotations"))
     if dirs:
-      return evaluation.load_wtalc_annotations(os.path.join(root, dirs[0]),
-                                               subset=cfg.eval.gt_subset)
+      return ground_truth.load_wtalc_annotations(os.path.join(root, dirs[0]),
+                                                 subset=cfg.eval.gt_subset)
   raise FileNotFoundError(f"{path} is missing: evaluation needs the ground "
                           "truth (gt.json, or the W-TALC *-Annotations folder).")
 

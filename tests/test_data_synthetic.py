@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from case_jax.data import WTALDataset, write_synthetic_thumos
+from case_jax.data import BasnetDataset, write_synthetic_thumos
 from case_jax.data import synthetic
 
 from tests.conftest import SHARED_DATA
@@ -28,7 +28,7 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def datasets(root):
-  return {s: WTALDataset(root, s, eager=True) for s in ("train", "test")}
+  return {s: BasnetDataset(root, s, eager=True) for s in ("train", "test")}
 
 
 def _masks(rec, margin_s=0.0):
@@ -106,8 +106,8 @@ def test_more_videos_leave_earlier_ones_unchanged(tmp_path):
   kw = dict(num_classes=3, feature_dim=8, seed=3, max_snippets=60)
   write_synthetic_thumos(tmp_path / "small", num_train=4, num_test=2, **kw)
   write_synthetic_thumos(tmp_path / "big", num_train=7, num_test=3, **kw)
-  small = WTALDataset(tmp_path / "small", "train", eager=True)
-  big = WTALDataset(tmp_path / "big", "train", eager=True)
+  small = BasnetDataset(tmp_path / "small", "train", eager=True)
+  big = BasnetDataset(tmp_path / "big", "train", eager=True)
   for a, b in zip(small, big):
     assert a.video_id == b.video_id and a.segments == b.segments
     np.testing.assert_array_equal(a.rgb, b.rgb)
@@ -131,7 +131,7 @@ def test_command_line(tmp_path):
                         check=False)
   assert done.returncode == 0, done.stderr
   assert "wrote 3 train / 2 test" in done.stdout
-  assert len(WTALDataset(out, "test")) == 2
+  assert len(BasnetDataset(out, "test")) == 2
   with open(out / "synthetic.json") as f:
     assert json.load(f)["seed"] == 5
   again = subprocess.run(args, env=env, capture_output=True, text=True,

@@ -62,8 +62,9 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from case_jax.data.thumos_layout import (FEATURE_FPS, SNIPPET_FRAMES, STREAMS,
-                                         feature_path, gt_path, read_gt,
+from case_jax.data.gt_json import read_gt
+from case_jax.data.records import FEATURE_FPS, SNIPPET_FRAMES
+from case_jax.data.thumos_layout import (STREAMS, feature_path, gt_path,
                                          split_path)
 
 SECONDS_PER_SNIPPET = SNIPPET_FRAMES / FEATURE_FPS    # 0.64
