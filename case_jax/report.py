@@ -19,7 +19,7 @@ from case_jax import detection, evaluation, export, fileio, inference
 from case_jax.data import ground_truth
 
 
-def load_test_ground_truth(root: str, cfg) -> evaluation.GroundTruth:
+def load_test_ground_truth(root: str, cfg) -> ground_truth.GroundTruth:
   """gt.json in ``root`` or, for the W-TALC layout, its annotation arrays."""
   path = os.path.join(root, "gt.json")
   if os.path.exists(path):
