@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from case_jax import ablations, inference, train
-from case_jax.data import WTALDataset
+from case_jax.data import BasnetDataset
 
 VARIANTS = {"baseline (Table 2 row 1)": "table2/row1", "CASE (all components)": "table2/row8"}
 
@@ -75,7 +75,7 @@ def main(argv=None):
         t0 = time.time()
         res = train.train(cfg, os.path.join(tmp, f"{row.replace('/', '_')}_{seed}"),
                           devices=jax.local_devices()[:1], stream=open(os.devnull, "w"))
-        test = WTALDataset(cfg.data.root, "test")
+        test = BasnetDataset(cfg.data.root, "test")
         st = res["state"]
         acc = {how: inference.dataset_fb_accuracy(
             test, res["model"], st.params, st.q_r,

@@ -16,8 +16,8 @@ import time
 import jax
 import numpy as np
 
-from case_jax import defaults, evaluation, model as model_lib, report, train
-from case_jax.data import VideoRecord, Segment
+from case_jax import defaults, model as model_lib, report, train
+from case_jax.data import VideoRecord, Segment, ground_truth
 
 
 class _Videos:
@@ -50,7 +50,7 @@ def main(argv=None):
   args = p.parse_args(argv)
   cfg = defaults.base_config()
   videos = _Videos(args.videos, 750, 1024, 20)
-  gt = evaluation.ground_truth_from_dict({"database": {
+  gt = ground_truth.ground_truth_from_dict({"database": {
       r.video_id: {"subset": "test", "duration": r.duration,
                    "annotations": [{"segment": [s.start_s, s.end_s],
                                     "label": videos.classes[s.class_index]}

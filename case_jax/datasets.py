@@ -16,14 +16,17 @@ from case_jax import data as data_lib
 
 def open_split(cfg, root: str, split: str, classes=None, stream=None):
   """One split in ``cfg.data.layout``; skipped videos (data.on_error="skip")
-  are reported, never dropped silently."""
+  are reported, never dropped silently.  The records carry the config's
+  time base (data.fps, data.snippet_frames): detections, masks and plots
+  all read it from there."""
+  time_base = dict(fps=cfg.data.fps, snippet_frames=cfg.data.snippet_frames)
   if cfg.data.layout == "tfds":
     # A prepared dataset (python -m case_jax.data.prepare): data.root is the
     # TFDS data_dir, data.tfds_name the builder (e.g. "thumos14/basnet").
     from case_jax.data.tfds_builders import TFDSDataset  # optional extra
-    return TFDSDataset(cfg.data.tfds_name, split, data_dir=root)
+    return TFDSDataset(cfg.data.tfds_name, split, data_dir=root, **time_base)
   ds = data_lib.open_dataset(root, split, cfg.data.layout, classes,
-                             on_error=cfg.data.on_error)
+                             on_error=cfg.data.on_error, **time_base)
   for vid, why in getattr(ds, "skipped", ()):
     (stream or sys.stdout).write(f"skipped {split} video {vid}: {why}\n")
   return ds

@@ -29,10 +29,13 @@ import dataclasses
 import json
 import math
 import os
-import warnings
 from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
+
+from case_jax.data.ground_truth import (GroundTruth, check_split,
+                                        load_ground_truth)
+from case_jax.data.gt_json import read_split
 
 THUMOS_TIOUS = np.linspace(0.1, 0.7, 7)          # CASE / most THUMOS14 papers
 ACTIVITYNET_TIOUS = np.linspace(0.5, 0.95, 10)   # official ActivityNet default
@@ -45,13 +48,6 @@ _SUMMARIES = (
     ("AVG(0.1:0.7)", 0.1, 0.7, 0.1),
     ("AVG(0.5:0.95)", 0.5, 0.95, 0.05),
 )
-
-# The W-TALC "Thumos14reduced-Annotations" arrays, aligned by video index.
-_WTALC_FILES = ("videoname.npy", "subset.npy", "segments.npy", "labels.npy",
-                "classlist.npy")
-# Object arrays (per-video Python lists) need pickle; pickle can run code on
-# load, so it is enabled for these known annotation files only.
-_WTALC_PICKLED = ("segments.npy", "labels.npy")
 
 
 def fb_accuracy(scores, fg_mask, valid=None, threshold: float = 0.5) -> float:
@@ -109,44 +105,6 @@ def clustering_entropies(p_c, mask=None) -> tuple[float, float]:
   return float(_row_entropy(p).mean()), float(_row_entropy(p.mean(0)))
 
 
-# ---------------------------------------------------------------------------
-# Ground truth.
-# ---------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class GroundTruth:
-  """Ground-truth instances of one subset, flat and in file order.
-
-  class_names: (C,) class names in first-appearance order within the subset
-    (the official ``activity_index``); mAP averages over exactly these.
-  video_ids: (V,) ids of every video of the subset (with or without
-    annotations), in file order.
-  video: (M,) int64 index into ``video_ids``.
-  label: (M,) int64 index into ``class_names``.
-  segments: (M, 2) float64 ``[start, end]`` in seconds.
-  subset, source: the subset name and where the GT came from (for messages).
-  """
-  class_names: tuple
-  video_ids: tuple
-  video: np.ndarray
-  label: np.ndarray
-  segments: np.ndarray
-  subset: str
-  source: str
-
-  @property
-  def num_classes(self) -> int:
-    return len(self.class_names)
-
-  def num_instances(self) -> np.ndarray:
-    """(C,) int64: instances per class (``npos`` of the AP)."""
-    return np.bincount(self.label, minlength=self.num_classes)
-
-  def for_class(self, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Instances of class index ``c``: (video index, start, end), each (M_c,)."""
-    keep = self.label == c
-    return self.video[keep], self.segments[keep, 0], self.segments[keep, 1]
-
-
 def _checked_segment(segment, where: str) -> tuple[float, float]:
   """``[s, e]`` (numbers or numeric strings, as in BaS-Net's copy) -> floats."""
   try:
@@ -157,168 +115,6 @@ def _checked_segment(segment, where: str) -> tuple[float, float]:
   if math.isnan(start) or math.isnan(end):
     raise ValueError(f"{where}: NaN in segment {segment!r}")
   return start, end
-
-
-def _build_ground_truth(video_ids: Sequence[str], records: Sequence[tuple],
-                        subset: str, source: str) -> GroundTruth:
-  """records: (video index, label name, start, end) in file order."""
-  class_index: dict = {}
-  for _, name, _, _ in records:
-    class_index.setdefault(name, len(class_index))
-  n = len(records)
-  return GroundTruth(
-      class_names=tuple(class_index),
-      video_ids=tuple(video_ids),
-      video=np.array([r[0] for r in records], np.int64).reshape(n),
-      label=np.array([class_index[r[1]] for r in records], np.int64).reshape(n),
-      segments=np.array([r[2:] for r in records], np.float64).reshape(n, 2),
-      subset=subset, source=source)
-
-
-def _no_such_subset(source: str, subset: str, present) -> ValueError:
-  return ValueError(
-      f"{source}: no video has subset {subset!r}; subsets present: "
-      f"{sorted(present)}. Pass one of them (--subset / subset=): THUMOS14 test "
-      "is 'test'; its train split is 'validation' in ACM-Net/W-TALC files and "
-      "'train' in BaS-Net's.")
-
-
-def ground_truth_from_dict(data: Mapping, subset: str = "test",
-                           source: str = "<dict>") -> GroundTruth:
-  """GT from a parsed ActivityNet-format json (``{"database": {vid: {...}}}``).
-
-  Each video needs ``subset`` and ``annotations: [{"segment": [s, e],
-  "label": name}]``; other fields (duration, frames, url) are ignored.  Only
-  videos with ``subset == subset`` are used (the official default is
-  'validation'; CASE evaluates THUMOS14 on 'test').
-  """
-  if not isinstance(data, Mapping) or "database" not in data:
-    raise ValueError(f"{source}: not an ActivityNet-format ground truth (no "
-                     "'database' key); expected {'database': {vid: {'subset', "
-                     "'annotations': [...]}}} or a W-TALC annotation directory")
-  video_ids, records, present = [], [], set()
-  for vid, entry in data["database"].items():
-    if "subset" not in entry:
-      raise ValueError(f"{source}: video {vid!r} has no 'subset' field")
-    present.add(entry["subset"])
-    if entry["subset"] != subset:
-      continue
-    v = len(video_ids)
-    video_ids.append(vid)
-    for i, ann in enumerate(entry.get("annotations", [])):
-      where = f"{source}: video {vid!r} annotation {i}"
-      if "label" not in ann or "segment" not in ann:
-        raise ValueError(f"{where}: needs 'segment' and 'label', got {ann!r}")
-      records.append((v, ann["label"], *_checked_segment(ann["segment"], where)))
-  if not video_ids:
-    raise _no_such_subset(source, subset, present)
-  return _build_ground_truth(video_ids, records, subset, source)
-
-
-def load_gt_json(path: str, subset: str = "test") -> GroundTruth:
-  """GT from an ActivityNet-format ``gt.json`` file; see ground_truth_from_dict."""
-  with open(path) as f:
-    data = json.load(f)
-  return ground_truth_from_dict(data, subset, source=str(path))
-
-
-def _decode(values) -> list:
-  return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
-
-
-def _load_wtalc_array(directory: str, name: str) -> np.ndarray:
-  # Object arrays go through the restricted unpickler: numpy's array
-  # reconstruction only, never arbitrary pickle code.
-  from case_jax.data.safe_pickle import load_object_npy
-  path = os.path.join(directory, name)
-  if name in _WTALC_PICKLED:
-    return load_object_npy(path)
-  return np.load(path, allow_pickle=False)
-
-
-def load_wtalc_annotations(directory: str, subset: str = "test") -> GroundTruth:
-  """GT from W-TALC "Thumos14reduced-Annotations" arrays in ``directory``.
-
-  Uses videoname.npy (V,) bytes, subset.npy (V,) bytes, segments.npy (V,)
-  object (per video a list of [start, end] seconds), labels.npy (V,) object
-  (per video the class name of each segment) and classlist.npy (C,) bytes.
-  In these files subset 'validation' is the train split and 'test' the test
-  split.  Ambiguous_test.txt is not applied (the ActivityNet protocol that
-  CASE uses does not drop predictions in ambiguous intervals).
-  """
-  missing = [f for f in _WTALC_FILES
-             if not os.path.isfile(os.path.join(directory, f))]
-  if missing:
-    raise FileNotFoundError(f"{directory}: missing W-TALC annotation file(s) "
-                            f"{missing}; expected {list(_WTALC_FILES)}")
-  arrays = {f[:-4]: _load_wtalc_array(directory, f) for f in _WTALC_FILES}
-  names, subsets = _decode(arrays["videoname"]), _decode(arrays["subset"])
-  classlist = set(_decode(arrays["classlist"]))
-  if not len(names) == len(subsets) == len(arrays["segments"]) == len(arrays["labels"]):
-    raise ValueError(f"{directory}: videoname/subset/segments/labels.npy differ "
-                     "in length; they must be aligned by video index")
-  video_ids, records = [], []
-  for vid, sub, segs, labs in zip(names, subsets, arrays["segments"],
-                                  arrays["labels"]):
-    if sub != subset:
-      continue
-    v = len(video_ids)
-    video_ids.append(vid)
-    if len(segs) != len(labs):
-      raise ValueError(f"{directory}: video {vid!r} has {len(segs)} segments but "
-                       f"{len(labs)} labels")
-    for i, (seg, lab) in enumerate(zip(segs, _decode(labs))):
-      where = f"{directory}: video {vid!r} segment {i}"
-      if lab not in classlist:
-        raise ValueError(f"{where}: label {lab!r} is not in classlist.npy")
-      records.append((v, lab, *_checked_segment(seg, where)))
-  if not video_ids:
-    raise _no_such_subset(directory, subset, set(subsets))
-  return _build_ground_truth(video_ids, records, subset, str(directory))
-
-
-def load_ground_truth(path: str, subset: str = "test") -> GroundTruth:
-  """GT from a ``gt.json`` file or a W-TALC annotation directory."""
-  if os.path.isdir(path):
-    return load_wtalc_annotations(path, subset)
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path}: no such ground truth; pass an "
-                            "ActivityNet-format gt.json or a W-TALC annotation "
-                            "directory")
-  return load_gt_json(path, subset)
-
-
-def read_split_file(path: str) -> list:
-  """Video ids of a split file (one per line, e.g. BaS-Net's split_test.txt)."""
-  with open(path) as f:
-    return [line.strip() for line in f if line.strip()]
-
-
-def _some(ids: list, limit: int = 20) -> str:
-  """A list of ids for a message, cut after ``limit``."""
-  more = f" ... ({len(ids) - limit} more)" if len(ids) > limit else ""
-  return str(ids[:limit])[:-1] + more + "]" if ids else "[]"
-
-
-def check_split(gt: GroundTruth, video_ids: Sequence[str],
-                name: str = "split") -> tuple[list, list]:
-  """Warn when a split (the videos that get predictions) and the GT subset differ.
-
-  Every GT instance of a subset video without predictions counts as a miss
-  (e.g. BaS-Net lists 210 test videos while ACM-Net's gt.json has 212).
-  Returns ``(only_in_split, only_in_gt)``, sorted video ids.
-  """
-  split, subset = set(video_ids), set(gt.video_ids)
-  only_split, only_gt = sorted(split - subset), sorted(subset - split)
-  if only_split or only_gt:
-    warnings.warn(
-        f"{name} and the {gt.subset!r} subset of {gt.source} disagree: "
-        f"{len(only_split)} video(s) only in {name}: {_some(only_split)}; "
-        f"{len(only_gt)} video(s) only in the GT: {_some(only_gt)}. GT of videos "
-        "without predictions counts as missed; use a split file and GT that "
-        "list the same videos to compare with published numbers.",
-        stacklevel=2)
-  return only_split, only_gt
 
 
 # ---------------------------------------------------------------------------
@@ -825,7 +621,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
   args = parser.parse_args(argv)
   gt = load_ground_truth(args.gt, args.subset)
   if args.split:
-    check_split(gt, read_split_file(args.split), name=args.split)
+    check_split(gt, read_split(args.split), name=args.split)
   result = evaluate_detections(gt, load_detections(args.detections), args.tiou,
                                tie_order=args.tie_order)
   print(f"{len(gt.video_ids)} {gt.subset!r} videos, {len(gt.video)} instances, "

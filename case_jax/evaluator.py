@@ -17,21 +17,22 @@ from typing import Optional
 import numpy as np
 
 from case_jax import data as data_lib
+from case_jax.data import ground_truth
 from case_jax import datasets, detection, evaluation, fileio, inference, report
 
 SNIPPET_KEYS = ("test_fb_acc", "test_H_pc", "test_H_mean_pc")
 
 
-def load_test_ground_truth(root: str, cfg) -> evaluation.GroundTruth:
+def load_test_ground_truth(root: str, cfg) -> ground_truth.GroundTruth:
   """gt.json in ``root`` or, for the W-TALC layout, its annotation arrays."""
   path = os.path.join(root, "gt.json")
   if os.path.exists(path):
-    return evaluation.load_gt_json(path, subset=cfg.eval.gt_subset)
+    return ground_truth.load_gt_json(path, subset=cfg.eval.gt_subset)
   if cfg.data.layout == "wtalc":
     dirs = sorted(d for d in os.listdir(root) if d.endswith("-Annotations"))
     if dirs:
-      return evaluation.load_wtalc_annotations(os.path.join(root, dirs[0]),
-                                               subset=cfg.eval.gt_subset)
+      return ground_truth.load_wtalc_annotations(os.path.join(root, dirs[0]),
+                                                 subset=cfg.eval.gt_subset)
   raise FileNotFoundError(f"{path} is missing: evaluation needs the ground "
                           "truth (gt.json, or the W-TALC *-Annotations folder).")
 
@@ -73,7 +74,7 @@ def read_eval_metrics(eval_dir: str, step: Optional[int] = None) -> Optional[dic
 class Evaluator:
   """The test split (in the training's class order) and its ground truth."""
 
-  def __init__(self, cfg, test_set, gt: evaluation.GroundTruth):
+  def __init__(self, cfg, test_set, gt: ground_truth.GroundTruth):
     self.cfg, self.test_set, self.gt = cfg, test_set, gt
 
   @classmethod

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from case_jax.data import (THUMOS14_CLASSES, LayoutError, LayoutWarning,
-                           Segment, WTALDataset, read_gt, read_split,
+                           BasnetDataset, Segment, read_gt, read_split,
                            write_synthetic_thumos)
 from case_jax.data.synthetic import class_names
-from case_jax.data.thumos_layout import classes_from_gt
+from case_jax.data.gt_json import classes_from_gt
 
 from tests.conftest import SHARED_DATA
 REAL_GT = os.path.join(SHARED_DATA, "thumos14_acmnet_gt", "gt.json")
@@ -71,7 +71,7 @@ def test_synthetic_round_trip(synthetic_root):
   with open(os.path.join(synthetic_root, "gt.json")) as f:
     database = json.load(f)["database"]
   for split, count in (("train", 10), ("test", 6)):
-    ds = WTALDataset(synthetic_root, split, eager=True)
+    ds = BasnetDataset(synthetic_root, split, eager=True)
     assert len(ds) == count and ds.classes == class_names(3)
     assert ds.rgb_dim == ds.flow_dim == 8
     assert ds.labels().shape == (count, 3)
@@ -93,8 +93,8 @@ def test_synthetic_round_trip(synthetic_root):
 
 
 def test_lazy_equals_eager(synthetic_root):
-  lazy = WTALDataset(synthetic_root, "test")
-  eager = WTALDataset(synthetic_root, "test", eager=True)
+  lazy = BasnetDataset(synthetic_root, "test")
+  eager = BasnetDataset(synthetic_root, "test", eager=True)
   assert lazy.video_ids == eager.video_ids
   for a, b in zip(lazy, eager):
     np.testing.assert_array_equal(a.flow, b.flow)
@@ -102,7 +102,7 @@ def test_lazy_equals_eager(synthetic_root):
 
 
 def test_records_are_immutable(synthetic_root):
-  rec = WTALDataset(synthetic_root, "train")[0]
+  rec = BasnetDataset(synthetic_root, "train")[0]
   with pytest.raises(ValueError):
     rec.rgb[0, 0] = 1.0
   with pytest.raises(ValueError):
@@ -120,14 +120,14 @@ def test_hand_written_layout_and_string_segments(tmp_path):
   gt["database"]["a"]["annotations"][0]["segment"] = ["0.5", "2.0"]
   with open(tmp_path / "gt.json", "w") as f:
     json.dump(gt, f)
-  train = WTALDataset(tmp_path, "train")
+  train = BasnetDataset(tmp_path, "train")
   assert train.classes == ("Jump", "Run")
   np.testing.assert_array_equal(train.lengths, [10, 7])
   a = train[0]
   assert a.segments == (Segment(0.5, 2.0, 0), Segment(3.0, 4.1, 1))
   np.testing.assert_array_equal(a.labels, [1, 1])
   assert a.duration == pytest.approx(10 * 0.64)   # no duration: n * 0.64
-  test = WTALDataset(tmp_path, "test", classes=("Run", "Jump", "Swim"))
+  test = BasnetDataset(tmp_path, "test", classes=("Run", "Jump", "Swim"))
   np.testing.assert_array_equal(test[0].labels, [0, 1, 0])
   assert test[0].duration == 7.7
 
@@ -165,7 +165,7 @@ def test_real_gt_with_bas_net_test_split_warns_about_unlisted_videos(
     for s in folder.values():
       np.save(s / f"{vid}.npy", np.zeros((n, 2), np.float32))
   with pytest.warns(LayoutWarning) as caught:
-    ds = WTALDataset(tmp_path, "test", classes=THUMOS14_CLASSES)
+    ds = BasnetDataset(tmp_path, "test", classes=THUMOS14_CLASSES)
   text = " ".join(str(w.message) for w in caught)
   assert "video_test_0000270" in text and "video_test_0001496" in text
   assert "video_test_0000950" in text    # annotations past the video's end
@@ -180,7 +180,7 @@ def test_missing_feature_file_names_path_and_layout(tmp_path):
   missing = tmp_path / "features" / "train" / "flow" / "b.npy"
   missing.unlink()
   with pytest.raises(LayoutError) as err:
-    WTALDataset(tmp_path, "train")
+    BasnetDataset(tmp_path, "train")
   assert str(missing) in str(err.value)
   assert "features/train/{rgb,flow}/<video_id>.npy" in str(err.value)
 
@@ -189,10 +189,10 @@ def test_missing_gt_and_split_files(tmp_path):
   write_layout(tmp_path, small_videos())
   (tmp_path / "split_test.txt").unlink()
   with pytest.raises(LayoutError, match="split_test.txt: split file not"):
-    WTALDataset(tmp_path, "test")
+    BasnetDataset(tmp_path, "test")
   (tmp_path / "gt.json").unlink()
   with pytest.raises(LayoutError, match="gt.json: annotation file not found"):
-    WTALDataset(tmp_path, "train")
+    BasnetDataset(tmp_path, "train")
 
 
 def test_rgb_flow_length_mismatch(tmp_path):
@@ -200,14 +200,14 @@ def test_rgb_flow_length_mismatch(tmp_path):
   videos["b"]["n_flow"] = 6
   write_layout(tmp_path, videos)
   with pytest.raises(LayoutError, match=r"b \(rgb 7, flow 6\)"):
-    WTALDataset(tmp_path, "train")
+    BasnetDataset(tmp_path, "train")
 
 
 def test_wrong_feature_dim(tmp_path):
   write_layout(tmp_path, small_videos())
   with pytest.raises(LayoutError,
                      match=r"a\.npy: feature dim 4, expected 1024"):
-    WTALDataset(tmp_path, "train", feature_dim=1024)
+    BasnetDataset(tmp_path, "train", feature_dim=1024)
 
 
 def test_inconsistent_feature_dims(tmp_path):
@@ -215,7 +215,7 @@ def test_inconsistent_feature_dims(tmp_path):
   videos["b"]["dim_rgb"] = 5
   write_layout(tmp_path, videos)
   with pytest.raises(LayoutError, match="feature dims differ"):
-    WTALDataset(tmp_path, "train")
+    BasnetDataset(tmp_path, "train")
 
 
 def test_nan_is_reported_with_file_and_snippet(tmp_path):
@@ -226,8 +226,8 @@ def test_nan_is_reported_with_file_and_snippet(tmp_path):
   x[5, 0] = np.inf
   np.save(path, x)
   with pytest.raises(LayoutError, match=r"b\.npy: NaN or inf in snippets 3, 5"):
-    WTALDataset(tmp_path, "train", eager=True)
-  lazy = WTALDataset(tmp_path, "train")          # checked when read
+    BasnetDataset(tmp_path, "train", eager=True)
+  lazy = BasnetDataset(tmp_path, "train")          # checked when read
   lazy[0]
   with pytest.raises(LayoutError, match="NaN or inf"):
     lazy[1]
@@ -238,7 +238,7 @@ def test_unknown_label(tmp_path):
   videos["b"]["anns"] = [(1.0, 2.0, "Ambiguous")]
   write_layout(tmp_path, videos)
   with pytest.raises(LayoutError, match="labels Ambiguous are not in"):
-    WTALDataset(tmp_path, "train", classes=("Jump", "Run"))
+    BasnetDataset(tmp_path, "train", classes=("Jump", "Run"))
 
 
 def test_split_video_absent_from_gt(tmp_path):
@@ -246,29 +246,29 @@ def test_split_video_absent_from_gt(tmp_path):
   with open(tmp_path / "split_train.txt", "a") as f:
     f.write("ghost\n")
   with pytest.raises(LayoutError, match="ghost are not in .*gt.json"):
-    WTALDataset(tmp_path, "train")
+    BasnetDataset(tmp_path, "train")
 
 
 def test_split_and_gt_subsets_disagree(tmp_path):
   write_layout(tmp_path, small_videos())
   (tmp_path / "split_train.txt").write_text("a\n")        # b left out
   with pytest.warns(LayoutWarning, match="videos b have subset"):
-    WTALDataset(tmp_path, "train")
+    BasnetDataset(tmp_path, "train")
   (tmp_path / "split_train.txt").write_text("a\nb\nc\n")  # c is a test video
   for stream in ("rgb", "flow"):
     src = tmp_path / "features" / "test" / stream / "c.npy"
     (tmp_path / "features" / "train" / stream / "c.npy").write_bytes(
         src.read_bytes())
   with pytest.warns(LayoutWarning, match="videos c have a gt.json subset"):
-    WTALDataset(tmp_path, "train")
+    BasnetDataset(tmp_path, "train")
 
 
 def test_consistent_layout_does_not_warn(tmp_path):
   write_layout(tmp_path, small_videos())
   with warnings.catch_warnings():
     warnings.simplefilter("error")
-    WTALDataset(tmp_path, "train")
-    WTALDataset(tmp_path, "test")
+    BasnetDataset(tmp_path, "train")
+    BasnetDataset(tmp_path, "test")
 
 
 def test_duplicate_split_ids(tmp_path):

@@ -15,7 +15,7 @@ from case_jax.data import (LAYOUTS, THUMOS14_CLASSES, LayoutError,
                            LayoutWarning, Prefetcher, VideoSpec, eval_batches,
                            open_dataset, read_gt, train_batch,
                            videos_from_dataset, write_layout)
-from case_jax.data import wtalc_layout
+from case_jax.data import wtalc_files
 from tests.conftest import SHARED_DATA
 
 REAL_GT = os.path.join(SHARED_DATA, "thumos14_acmnet_gt", "gt.json")
@@ -117,7 +117,7 @@ def test_real_wtalc_annotation_files(tmp_path):
   """The release's own annotation arrays, verbatim, with fake features."""
   name = "Thumos14reduced"
   shutil.copytree(REAL_WTALC, tmp_path / f"{name}-Annotations")
-  ann = wtalc_layout.read_annotations(tmp_path / f"{name}-Annotations")
+  ann = wtalc_files.read_annotations(tmp_path / f"{name}-Annotations")
   rng = np.random.default_rng(1)
   joint = np.empty(len(ann["videoname"]), object)
   for i, dur in enumerate(ann["duration"]):
@@ -331,7 +331,7 @@ def test_wtalc_pickle_only_for_known_files(tmp_path):
   np.save(os.path.join(ann, "duration.npy"),
           np.array([[1.0], None, [2.0]], object), allow_pickle=True)
   with pytest.raises(LayoutError, match="duration.npy: not a plain array"):
-    wtalc_layout.read_annotations(ann)
+    wtalc_files.read_annotations(ann)
 
 
 def test_wtalc_activitynet_subsets(tmp_path):

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from numpy.lib import format as npy_format
 
-from case_jax.data import safe_pickle, wtalc_layout
+from case_jax.data import safe_pickle, wtalc_files
 from case_jax.data.safe_pickle import (NpyFormatError, UnsafePickleError,
                                        load_object_npy)
-from case_jax.data.thumos_layout import LayoutError
+from case_jax.data.records import LayoutError
 from tests.conftest import SHARED_DATA
 
 REAL_WTALC = os.path.join(SHARED_DATA, "thumos14_wtalc_annotations")
@@ -174,9 +174,9 @@ def test_real_wtalc_annotation_files(name):
   path = os.path.join(REAL_WTALC, name)
   if not os.path.isfile(path):
     pytest.skip(f"{path} absent")
-  got = load_object_npy(path, encoding="bytes")   # as wtalc_layout reads them
+  got = load_object_npy(path, encoding="bytes")   # as wtalc_files reads them
   assert_same(got, np_load(path, encoding="bytes"))
-  if name in wtalc_layout.PICKLED_ANNOTATIONS:
+  if name in wtalc_files.PICKLED_ANNOTATIONS:
     assert got.dtype == object and got.ndim == 1
 
 
@@ -265,7 +265,7 @@ def test_payload_must_match_header(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# wtalc_layout uses it for the joint feature file and the annotations.
+# wtalc_files uses it for the joint feature file and the annotations.
 # ---------------------------------------------------------------------------
 def _wtalc_root(tmp_path):
   from case_jax.data.writers import VideoSpec, write_layout

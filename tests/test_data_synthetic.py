@@ -8,8 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from case_jax.data import WTALDataset, write_synthetic_thumos
+from case_jax.data import BasnetDataset, write_synthetic_thumos
 from case_jax.data import synthetic
+from case_jax.data import synthetic_generator as generator
 
 from tests.conftest import SHARED_DATA
 REAL_GT = os.path.join(SHARED_DATA, "thumos14_acmnet_gt", "gt.json")
@@ -28,7 +29,7 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def datasets(root):
-  return {s: WTALDataset(root, s, eager=True) for s in ("train", "test")}
+  return {s: BasnetDataset(root, s, eager=True) for s in ("train", "test")}
 
 
 def _masks(rec, margin_s=0.0):
@@ -74,7 +75,7 @@ def test_gt_json_has_the_real_format(root):
 
 def test_lengths_respect_options(datasets):
   lengths = np.concatenate([d.lengths for d in datasets.values()])
-  assert lengths.min() >= synthetic.MIN_SNIPPETS
+  assert lengths.min() >= generator.MIN_SNIPPETS
   assert lengths.max() <= 400
   # Real median durations 150 s / 161 s, time_scale 0.5, 0.64 s snippets.
   assert 70 < np.median(lengths) < 190
@@ -106,8 +107,8 @@ def test_more_videos_leave_earlier_ones_unchanged(tmp_path):
   kw = dict(num_classes=3, feature_dim=8, seed=3, max_snippets=60)
   write_synthetic_thumos(tmp_path / "small", num_train=4, num_test=2, **kw)
   write_synthetic_thumos(tmp_path / "big", num_train=7, num_test=3, **kw)
-  small = WTALDataset(tmp_path / "small", "train", eager=True)
-  big = WTALDataset(tmp_path / "big", "train", eager=True)
+  small = BasnetDataset(tmp_path / "small", "train", eager=True)
+  big = BasnetDataset(tmp_path / "big", "train", eager=True)
   for a, b in zip(small, big):
     assert a.video_id == b.video_id and a.segments == b.segments
     np.testing.assert_array_equal(a.rgb, b.rgb)
@@ -131,7 +132,7 @@ def test_command_line(tmp_path):
                         check=False)
   assert done.returncode == 0, done.stderr
   assert "wrote 3 train / 2 test" in done.stdout
-  assert len(WTALDataset(out, "test")) == 2
+  assert len(BasnetDataset(out, "test")) == 2
   with open(out / "synthetic.json") as f:
     assert json.load(f)["seed"] == 5
   again = subprocess.run(args, env=env, capture_output=True, text=True,
@@ -144,7 +145,7 @@ def test_command_line(tmp_path):
 # ---------------------------------------------------------------------------
 def test_foreground_fraction_is_about_thirty_percent(datasets):
   fractions = [
-      synthetic._union_length([(s.start_s, s.end_s) for s in rec.segments])
+      generator._union_length([(s.start_s, s.end_s) for s in rec.segments])
       / (rec.num_snippets * rec.seconds_per_snippet)
       for ds in datasets.values() for rec in ds]
   assert 0.22 < np.mean(fractions) < 0.38      # real THUMOS14: 0.29
@@ -162,7 +163,7 @@ def test_instance_counts_and_lengths_look_real(datasets):
 
 @pytest.mark.skipif(not os.path.isfile(REAL_GT), reason="no real gt.json")
 def test_builtin_stats_are_derived_from_the_real_gt():
-  assert synthetic.annotation_stats(REAL_GT) == synthetic.BUILTIN_STATS
+  assert generator.annotation_stats(REAL_GT) == generator.BUILTIN_STATS
 
 
 def test_stats_from_file_option(tmp_path):
@@ -226,13 +227,13 @@ def test_streams_differ(datasets):
 
 
 def test_every_phase_is_strong_in_some_stream():
-  world = synthetic._make_world(0, 20, 8)
+  world = generator.make_world(0, 20, 8)
   counts = [len(p) for p in world.phases["rgb"]]
-  assert set(counts) <= set(synthetic.PHASES_PER_CLASS)
+  assert set(counts) <= set(generator.PHASES_PER_CLASS)
   strong_rgb = np.concatenate(world.phase_snr["rgb"]) == \
-      synthetic.PHASE_SNR_STRONG
+      generator.PHASE_SNR_STRONG
   strong_flow = np.concatenate(world.phase_snr["flow"]) == \
-      synthetic.PHASE_SNR_STRONG
+      generator.PHASE_SNR_STRONG
   assert np.all(strong_rgb | strong_flow)
   assert np.any(strong_rgb & ~strong_flow) and np.any(strong_flow & ~strong_rgb)
 
@@ -258,10 +259,10 @@ def test_phases_follow_each_other_inside_an_instance(datasets):
 
 def test_boundaries_are_blurred():
   t = (np.arange(20) + 0.5) * 0.64
-  env = synthetic._envelope(t, 4.0, 8.0, ramp_snippets=3)
+  env = generator._envelope(t, 4.0, 8.0, ramp_snippets=3)
   assert env.min() == 0 and env.max() == 1
   partial = (env > 0) & (env < 1)
   assert partial.sum() >= 4                     # ramps, not a step
   assert np.all(np.diff(env[:10]) >= 0) and np.all(np.diff(env[10:]) <= 0)
-  assert synthetic._envelope(np.array([4.0, 8.0]), 4.0, 8.0, 2) == \
+  assert generator._envelope(np.array([4.0, 8.0]), 4.0, 8.0, 2) == \
       pytest.approx([0.5, 0.5])

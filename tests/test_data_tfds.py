@@ -13,8 +13,9 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from case_jax.data import (LAYOUTS, LayoutWarning, eval_batches,  # noqa: E402
-                           open_dataset, train_batch, write_layout)
+from case_jax.data import (LAYOUTS, LayoutWarning, VideoDataset,  # noqa: E402
+                           eval_batches, open_dataset, train_batch,
+                           write_layout)
 from case_jax.data import tfds_builders as tb  # noqa: E402
 from case_jax.data.prepare import main as prepare_main  # noqa: E402
 from tests.test_data_layouts_more import needs_real, real_videos  # noqa: E402
@@ -51,6 +52,7 @@ def test_tfds_reads_back_identically(prepared, layout):
   for split in ("train", "test"):
     ds = tb.TFDSDataset(f"thumos14/{layout}", split, data_dir=data_dir)
     raw = quiet_raw(raws["basnet"], split, "basnet")
+    assert isinstance(ds, VideoDataset) and ds.skipped == ()
     assert ds.video_ids == raw.video_ids and ds.classes == raw.classes
     np.testing.assert_array_equal(ds.lengths, raw.lengths)
     np.testing.assert_array_equal(ds.labels(), raw.labels())
@@ -58,6 +60,7 @@ def test_tfds_reads_back_identically(prepared, layout):
       np.testing.assert_array_equal(a.rgb, b.rgb)
       np.testing.assert_array_equal(a.flow, b.flow)
       assert a.segments == b.segments and a.duration == b.duration
+      assert (a.fps, a.snippet_frames) == (b.fps, b.snippet_frames)
   train = tb.TFDSDataset(f"thumos14/{layout}", "train", data_dir=data_dir)
   raw = quiet_raw(raws[layout], "train", layout)
   for step in (0, 12):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from case_jax import evaluation as ev
+from case_jax.data import ground_truth as gtm
 
 from tests.conftest import SHARED_DATA as DATA
 GT_JSON = os.path.join(DATA, "thumos14_acmnet_gt", "gt.json")
@@ -132,7 +133,7 @@ def _results(dets):
 
 
 def _evaluate(gt_json, result_json, thresholds, tie_order="numpy", subset="test"):
-  gt = ev.ground_truth_from_dict(gt_json, subset)
+  gt = gtm.ground_truth_from_dict(gt_json, subset)
   return ev.evaluate_detections(gt, ev.detections_from_results(result_json),
                                 thresholds, tie_order=tie_order)
 
@@ -259,13 +260,13 @@ def test_unknown_label_is_rejected(tmp_path):
   for label in ("NotAClass", "Z"):
     path.write_text(json.dumps(_results([("v", label, 0.9, 0, 10)])))
     with pytest.raises(ValueError, match=rf"pred\.json.*{label!r}"):
-      ev.evaluate_detections(ev.ground_truth_from_dict(gt), str(path))
+      ev.evaluate_detections(gtm.ground_truth_from_dict(gt), str(path))
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path):
   gt = _gt_json({"v": ("test", [("A", 0, 10)])})
   with pytest.raises(ValueError, match="subsets present"):
-    ev.ground_truth_from_dict(gt, subset="testing")
+    gtm.ground_truth_from_dict(gt, subset="testing")
   with pytest.raises(ValueError, match="NaN"):
     ev.detections_from_arrays(["v"], ["A"], [float("nan")], [[0, 1]])
   with pytest.raises(ValueError, match="tie_order"):
@@ -299,7 +300,7 @@ def test_numpy_and_stable_tie_orders_can_differ():
 def test_per_class_routine_agrees_with_evaluate():
   rng = np.random.default_rng(7)
   gt_json, res = _random_fixture(rng)
-  gt = ev.ground_truth_from_dict(gt_json)
+  gt = gtm.ground_truth_from_dict(gt_json)
   out = ev.evaluate_detections(gt, res, ev.THUMOS_TIOUS, tie_order="stable")
   dets = ev.detections_from_results(res)
   for c, name in enumerate(gt.class_names):
@@ -354,7 +355,7 @@ needs_data = pytest.mark.skipif(not os.path.isfile(GT_JSON),
 
 @needs_data
 def test_real_thumos_gt_json_loads():
-  test = ev.load_gt_json(GT_JSON, "test")
+  test = gtm.load_gt_json(GT_JSON, "test")
   assert len(test.video_ids) == 212 and test.num_classes == 20
   assert len(test.video) == 3358 and test.num_instances().min() > 0
   train = ev.load_ground_truth(GT_JSON, "validation")
@@ -371,8 +372,8 @@ def test_real_wtalc_arrays_agree_with_gt_json():
   # video_test_0000045, 0000367).  None matters to the mAP: matching only
   # sees the instances of one class in one video, and their order agrees.
   for subset in ("test", "validation"):
-    a = ev.load_gt_json(GT_JSON, subset)
-    b = ev.load_wtalc_annotations(WTALC_DIR, subset)
+    a = gtm.load_gt_json(GT_JSON, subset)
+    b = gtm.load_wtalc_annotations(WTALC_DIR, subset)
     assert set(a.video_ids) == set(b.video_ids)
     assert set(a.class_names) == set(b.class_names)
     assert len(a.video) == len(b.video)
@@ -407,7 +408,7 @@ def test_real_wtalc_arrays_agree_with_gt_json():
 
 @needs_data
 def test_split_check_warns_on_disagreement():
-  gt = ev.load_gt_json(GT_JSON, "test")
+  gt = gtm.load_gt_json(GT_JSON, "test")
   bas_net = [v for v in gt.video_ids if v not in
              ("video_test_0000270", "video_test_0001292", "video_test_0001496")]
   with pytest.warns(UserWarning, match="video_test_0000270"):

@@ -1,15 +1,21 @@
 """Data for training and evaluation: the BaS-Net/CASE feature layout.
 
-Reading (``thumos_layout``)::
+Reading (``thumos_layout``; every layout is a ``records.VideoDataset``)::
 
-  ds = WTALDataset(root, "train", classes=None, feature_dim=None, eager=False)
+  ds = BasnetDataset(root, "train", classes=None, feature_dim=None,
+                     eager=False, on_error="raise"|"skip")
   len(ds) -> N;  ds[i] -> VideoRecord;  ds.video_ids (N,);  ds.lengths (N,)
-  ds.classes (C,) names;  ds.labels() -> (N, C) float32
+  ds.classes (C,) names;  ds.labels() -> (N, C) float32;  ds.skipped
   VideoRecord: video_id, rgb (n, D) f32, flow (n, D) f32, labels (C,) f32,
                segments ((start_s, end_s, class_index), ...), duration (s),
-               fps 25, snippet_frames 16 (seconds_per_snippet 0.64)
+               fps, snippet_frames (FEATURE_FPS, SNIPPET_FRAMES by default;
+               seconds_per_snippet = snippet_frames / fps)
   read_gt(path) -> {video_id: GtVideo};  read_split(path) -> (ids,)
   THUMOS14_CLASSES: the released 20-class order (= sorted gt.json labels).
+
+Ground truth for evaluation (``ground_truth``), from the same parsers::
+
+  load_ground_truth(gt.json or W-TALC annotation dir, subset) -> GroundTruth
 
 Sampling to T positions (``sampling``), as released::
 
@@ -28,9 +34,10 @@ Other feature layouts (``layouts``, ``wtalc_layout``, ``acmnet_layout``),
 each returning the same VideoRecords, checked on load (``generic``)::
 
   open_dataset(root, split, layout="basnet"|"wtalc"|"acmnet", classes=None,
-               *, on_error="raise"|"skip", feature_dim=None, eager=..., ...)
-  WTALCDataset(root, split, ...)   # NAME-I3D-JOINTFeatures.npy + annotations
-  ACMNetDataset(root, split, ...)  # gt.json, split files, (n, 2D) per video
+               *, on_error="raise"|"skip", feature_dim=None, eager=...,
+               fps=..., snippet_frames=..., ...)
+  WtalcDataset(root, split, ...)   # NAME-I3D-JOINTFeatures.npy + annotations
+  AcmnetDataset(root, split, ...)  # gt.json, split files, (n, 2D) per video
   ds.skipped -> ((video_id, reason), ...)   (on_error="skip")
 
 Writing any layout from one description (``writers``)::
@@ -57,22 +64,22 @@ Synthetic test/demo data in the same layout (``synthetic``)::
                          max_snippets=400, stats=None, overwrite=False)
   python -m case_jax.data.synthetic --root DIR [--seed N ...]
 """
-from case_jax.data.acmnet_layout import ACMNetDataset
+from case_jax.data.acmnet_layout import AcmnetDataset
 from case_jax.data.batching import (TrainBatcher, epoch_order, eval_batches,
                                     steps_per_epoch, train_batch)
-from case_jax.data.sampling import sample_test_indices, sample_train_indices
-from case_jax.data.thumos_layout import (FEATURE_FPS, SNIPPET_FRAMES,
-                                         THUMOS14_CLASSES, GtVideo,
-                                         LayoutError, LayoutWarning, Segment,
-                                         VideoRecord, WTALDataset, read_gt,
-                                         read_split)
 from case_jax.data.generic import SourceDataset, VideoSource
+from case_jax.data.ground_truth import GroundTruth, load_ground_truth
+from case_jax.data.gt_json import read_gt, read_split
 from case_jax.data.layouts import LAYOUTS, open_dataset
 from case_jax.data.prefetch import Prefetcher
-from case_jax.data.wtalc_layout import WTALCDataset
+from case_jax.data.records import (FEATURE_FPS, SNIPPET_FRAMES, GtVideo,
+                                   LayoutError, LayoutWarning, Segment,
+                                   VideoDataset, VideoRecord)
+from case_jax.data.sampling import sample_test_indices, sample_train_indices
+from case_jax.data.thumos_layout import THUMOS14_CLASSES, BasnetDataset
 from case_jax.data.writers import (VideoSpec, videos_from_dataset,
                                    write_layout)
-
+from case_jax.data.wtalc_layout import WtalcDataset
 
 
 def __getattr__(name):
@@ -85,11 +92,12 @@ def __getattr__(name):
 
 
 __all__ = [
-    "ACMNetDataset", "LAYOUTS", "SourceDataset", "VideoSource", "VideoSpec",
-    "Prefetcher", "WTALCDataset", "open_dataset", "videos_from_dataset", "write_layout",
-    "FEATURE_FPS", "SNIPPET_FRAMES", "THUMOS14_CLASSES", "GtVideo",
-    "LayoutError", "LayoutWarning", "Segment", "TrainBatcher", "VideoRecord",
-    "WTALDataset", "epoch_order", "eval_batches", "read_gt", "read_split",
-    "sample_test_indices", "sample_train_indices", "steps_per_epoch",
-    "train_batch", "write_synthetic_thumos",
+    "AcmnetDataset", "BasnetDataset", "FEATURE_FPS", "GroundTruth", "GtVideo",
+    "LAYOUTS", "LayoutError", "LayoutWarning", "Prefetcher", "SNIPPET_FRAMES",
+    "Segment", "SourceDataset", "THUMOS14_CLASSES", "TrainBatcher",
+    "VideoDataset", "VideoRecord", "VideoSource", "VideoSpec", "WtalcDataset",
+    "epoch_order", "eval_batches", "load_ground_truth", "open_dataset",
+    "read_gt", "read_split", "sample_test_indices", "sample_train_indices",
+    "steps_per_epoch", "train_batch", "videos_from_dataset", "write_layout",
+    "write_synthetic_thumos",
 ]

@@ -26,11 +26,11 @@ from typing import Optional, Sequence
 import numpy as np
 
 from case_jax.data.generic import SourceDataset, VideoSource
-from case_jax.data.thumos_layout import (DEFAULT_GT_SUBSETS, GtVideo,
-                                         LayoutError, LayoutWarning,
-                                         _check_split_vs_gt, classes_from_gt,
-                                         gt_path, read_gt, read_split,
-                                         split_path)
+from case_jax.data.gt_json import (DEFAULT_GT_SUBSETS, check_split_vs_gt,
+                                   classes_from_gt, read_gt, read_split)
+from case_jax.data.records import (FEATURE_FPS, SNIPPET_FRAMES, GtVideo,
+                                   LayoutError, LayoutWarning)
+from case_jax.data.thumos_layout import gt_path, split_path
 
 SPLITS = ("train", "test")
 ANET_PREFIX = "v_"
@@ -101,7 +101,7 @@ def _npy_source(vid: str, gt: GtVideo, path: str) -> VideoSource:
   return VideoSource(video_id=vid, gt=gt, file=path, probe=probe, load=load)
 
 
-class ACMNetDataset(SourceDataset):
+class AcmnetDataset(SourceDataset):
   """One split of an ACM-Net root, as a sequence of ``VideoRecord``s.
 
   Args:
@@ -113,13 +113,16 @@ class ACMNetDataset(SourceDataset):
     on_error: "raise" or "skip" (``generic.SourceDataset``).
     feature_dir: the folder of this split's .npy files; None = found.
     subsets: gt.json subsets of this split; None = ``gt_subsets``.
+    fps, snippet_frames: the features' time base (config data.fps /
+      data.snippet_frames), carried by every record.
   """
 
   def __init__(self, root: str | os.PathLike, split: str, *,
                classes: Optional[Sequence[str]] = None,
                feature_dim: Optional[int] = None, eager: bool = False,
                on_error: str = "raise", feature_dir: Optional[str] = None,
-               subsets: Optional[Sequence[str]] = None):
+               subsets: Optional[Sequence[str]] = None,
+               fps: float = FEATURE_FPS, snippet_frames: int = SNIPPET_FRAMES):
     if split not in SPLITS:
       raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     self.root, self.split = os.fspath(root), split
@@ -129,11 +132,12 @@ class ACMNetDataset(SourceDataset):
       raise LayoutError(f"{split_file}: no video ids; list one id per line")
     gt = _match_prefix(ids, read_gt(gt_file), gt_file)
     wanted = tuple(subsets or gt_subsets(gt)[split])
-    _check_split_vs_gt(ids, gt, wanted, split_file, gt_file)
+    check_split_vs_gt(ids, gt, wanted, split_file, gt_file)
     self.feature_dir = feature_dir or find_feature_dir(root, split)
     sources = [_npy_source(v, gt[v], os.path.join(self.feature_dir, v + ".npy"))
                for v in ids]
     super().__init__(sources,
                      classes_from_gt(gt) if classes is None else classes,
                      feature_dim=feature_dim, eager=eager, on_error=on_error,
-                     origin=f"{self.root} (acmnet, {split})")
+                     origin=f"{self.root} (acmnet, {split})", fps=fps,
+                     snippet_frames=snippet_frames)

@@ -24,7 +24,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import numpy as np
 
 from case_jax.data.sampling import sample_test_indices, sample_train_indices
-from case_jax.data.thumos_layout import VideoRecord
+from case_jax.data.records import VideoRecord
 
 # Distinct first words keep the two random streams independent.
 _ORDER_STREAM = 0
@@ -93,7 +93,7 @@ def train_batch(dataset: Sequence[VideoRecord], step: int, *, seed: int,
   """The training batch of a global step (pure in (seed, step)).
 
   Args:
-    dataset: a sequence of VideoRecord (e.g. a WTALDataset).
+    dataset: a sequence of VideoRecord (e.g. a BasnetDataset).
     step: global step, 0-based; epoch = step // steps_per_epoch.
     seed: run seed (>= 0).
     batch_size: B (released 16); the last partial batch of an epoch is dropped.

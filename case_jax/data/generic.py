@@ -1,9 +1,9 @@
 """A layout-independent dataset over per-video sources, checked on load.
 
-Each layout reader (``wtalc_layout``, ``acmnet_layout``) turns its files into
-``VideoSource``s (ids, ground truth, how to read the features) and hands them
-to ``SourceDataset``, which runs the checks every layout shares and returns the
-same ``VideoRecord``s as the BaS-Net reader (``thumos_layout.WTALDataset``):
+Each layout reader (``thumos_layout``, ``wtalc_layout``, ``acmnet_layout``)
+turns its files into ``VideoSource``s (ids, ground truth, how to read the
+features) and hands them to ``SourceDataset``, which runs the checks every
+layout shares and returns the same ``VideoRecord``s:
 
   * both streams present with one row per snippet each, at least one snippet;
   * the expected per-stream feature width (or one width shared by all videos);
@@ -26,9 +26,9 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from case_jax.data.thumos_layout import (FEATURE_FPS, SNIPPET_FRAMES, GtVideo,
-                                         LayoutError, LayoutWarning, Segment,
-                                         VideoRecord, _name_some)
+from case_jax.data.records import (FEATURE_FPS, SNIPPET_FRAMES, GtVideo,
+                                   LayoutError, LayoutWarning, Segment,
+                                   VideoRecord, name_some)
 
 ON_ERROR = ("raise", "skip")
 # (rgb (n, D), flow (n, D)) shapes of one video, read without the values.
@@ -67,7 +67,7 @@ def _as_features(arr: np.ndarray, file: str, stream: str,
   if rows.size:
     raise LayoutError(f"{file}: video '{video_id}' has NaN or inf in its "
                       f"{stream} features at snippets "
-                      f"{_name_some([str(r) for r in rows])}; regenerate the "
+                      f"{name_some([str(r) for r in rows])}; regenerate the "
                       "features of this video (or open with on_error='skip' "
                       "and eager=True to leave it out)")
   out = out.view()   # read-only view; the caller's array stays as it was
@@ -89,14 +89,14 @@ def _shape_problem(shapes: Shapes) -> Optional[str]:
 def _label_problem(gt: GtVideo, known: set) -> Optional[str]:
   unknown = sorted({a[2] for a in gt.annotations} - known)
   if unknown:
-    return (f"labels {_name_some(unknown)} are not in the class list; pass "
+    return (f"labels {name_some(unknown)} are not in the class list; pass "
             "classes=None to take the classes from the annotations, or fix "
             "the labels")
   return None
 
 
 class SourceDataset:
-  """One split as a sequence of ``VideoRecord``s (like ``WTALDataset``).
+  """One split as a sequence of ``VideoRecord``s (a ``VideoDataset``).
 
   Args:
     sources: the split's videos, in dataset order.
@@ -106,7 +106,7 @@ class SourceDataset:
     eager: read (and check) every video's features now and keep them.
     on_error: "raise" or "skip" (see module docstring).
     origin: the dataset root / description used in messages.
-    fps, snippet_frames: the feature time base (25 fps, 16 frames).
+    fps, snippet_frames: the feature time base, carried by every record.
 
   Attributes:
     video_ids (N,), lengths (N,) int64, classes (C,), rgb_dim, flow_dim,
@@ -149,7 +149,7 @@ class SourceDataset:
     self._records = [records[v] for v in self.video_ids] if eager else None
     self._warn_late_segments()
 
-  # -- sequence API (same as WTALDataset) ------------------------------------
+  # -- sequence API (records.VideoDataset) ---------------------------------
   @property
   def num_classes(self) -> int:
     return len(self.classes)
@@ -175,7 +175,7 @@ class SourceDataset:
     return np.stack([self._labels(s.gt) for s in self._sources])
 
   def duration(self, i: int) -> float:
-    """Seconds of video i (annotation duration, else n * 0.64 s)."""
+    """Seconds of video i (annotation duration, else n snippets' time)."""
     return self._duration(self._sources[i].gt, int(self.lengths[i]))
 
   # -- internals -------------------------------------------------------------
@@ -264,7 +264,7 @@ class SourceDataset:
                    for a in self.gt[v].annotations)]
     if late:
       # Real THUMOS14 has such entries (e.g. video_test_0000950): kept as is.
-      warnings.warn(f"{self.origin}: videos {_name_some(late)} have "
+      warnings.warn(f"{self.origin}: videos {name_some(late)} have "
                     "annotations ending after the video (annotated duration, "
                     "else the feature length); they are kept unchanged",
                     LayoutWarning, stacklevel=4)

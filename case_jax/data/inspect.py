@@ -22,15 +22,12 @@ from typing import Optional, Sequence
 import numpy as np
 
 from case_jax.data.layouts import LAYOUTS, open_dataset
-from case_jax.data.thumos_layout import LayoutError, LayoutWarning
+from case_jax.data.records import LayoutError, LayoutWarning
 
 
 def _annotations(ds, i: int):
   """(duration_s, ((start_s, end_s, label), ...)) of video i, no features."""
-  vid = ds.video_ids[i]
-  if hasattr(ds, "gt"):                      # SourceDataset layouts
-    return ds.duration(i), ds.gt[vid].annotations
-  return ds._duration(vid, int(ds.lengths[i])), ds._gt[vid].annotations
+  return ds.duration(i), ds.gt[ds.video_ids[i]].annotations
 
 
 def foreground_fraction(length: int, annotations, seconds_per_snippet: float
@@ -45,7 +42,7 @@ def foreground_fraction(length: int, annotations, seconds_per_snippet: float
 
 def split_stats(ds) -> dict:
   """Statistics of one opened split (see module docstring)."""
-  spp = getattr(ds, "snippet_frames", 16) / getattr(ds, "fps", 25.0)
+  spp = ds.snippet_frames / ds.fps
   anns = [_annotations(ds, i) for i in range(len(ds))]
   lengths = np.asarray(ds.lengths)
   labels = ds.labels()

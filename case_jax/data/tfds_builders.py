@@ -35,8 +35,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from case_jax.data.layouts import open_dataset
-from case_jax.data.thumos_layout import (THUMOS14_CLASSES, LayoutError,
-                                         Segment, VideoRecord)
+from case_jax.data.records import (FEATURE_FPS, SNIPPET_FRAMES, LayoutError,
+                                   Segment, VideoRecord)
+from case_jax.data.thumos_layout import THUMOS14_CLASSES
 
 CLASSES_FILE = "classes.txt"
 
@@ -147,17 +148,24 @@ def prepare(dataset: str, manual_dir: str, data_dir: str,
 
 
 class TFDSDataset:
-  """A prepared split as a sequence of ``VideoRecord`` (WTALDataset API).
+  """A prepared split as a sequence of ``VideoRecord`` (a ``VideoDataset``).
 
   Args:
     name: "thumos14/basnet" etc. (dataset/config[:version]).
     split: "train" or "test".
     data_dir: where ``prepare`` wrote it.
+    fps, snippet_frames: the features' time base (config data.fps /
+      data.snippet_frames), carried by every record.
   Attributes: video_ids (N,), lengths (N,) int64, classes (C,), rgb_dim,
-  flow_dim.  Reads through ``tfds.data_source`` (no TensorFlow).
+  flow_dim, fps, snippet_frames, skipped (always empty: ``prepare``
+  refuses a release with bad videos).  Reads through ``tfds.data_source``
+  (no TensorFlow).
   """
+  skipped = ()
 
-  def __init__(self, name: str, split: str, *, data_dir: str):
+  def __init__(self, name: str, split: str, *, data_dir: str,
+               fps: float = FEATURE_FPS, snippet_frames: int = SNIPPET_FRAMES):
+    self.fps, self.snippet_frames = fps, snippet_frames
     self.source = tfds.data_source(name, split=split, data_dir=data_dir)
     builder = tfds.builder(name, data_dir=data_dir)
     path = os.path.join(os.fspath(builder.data_dir), CLASSES_FILE)
@@ -201,7 +209,8 @@ class TFDSDataset:
     return VideoRecord(video_id=_text(ex["video_id"]), rgb=arrays[0],
                        flow=arrays[1], labels=arrays[2], segments=segments,
                        duration=float(np.int64(ex["duration_f64"]).view(
-                           np.float64)))
+                           np.float64)), fps=self.fps,
+                       snippet_frames=self.snippet_frames)
 
   def __iter__(self):
     return (self[i] for i in range(len(self)))

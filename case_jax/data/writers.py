@@ -22,7 +22,7 @@ import numpy as np
 
 from case_jax.data.thumos_layout import (THUMOS14_CLASSES, feature_path,
                                          gt_path, split_path)
-from case_jax.data.wtalc_layout import JOINT_SUFFIX
+from case_jax.data.wtalc_files import JOINT_SUFFIX
 
 LAYOUTS = ("basnet", "wtalc", "acmnet")
 THUMOS_SUBSETS = {"train": "validation", "test": "test"}

@@ -1,0 +1,158 @@
+"""The one parser of ActivityNet-style ``gt.json`` files and split files.
+
+Used by the BaS-Net and ACM-Net layouts and by evaluation
+(``ground_truth.load_gt_json``).  ``gt.json`` is ``{"database": {video_id:
+{"subset": ..., "duration": s, "annotations": [{"segment": [start_s, end_s],
+"label": name}, ...]}}}``.  The ACM-Net copy of THUMOS14 names the training
+subset ``validation`` (200 videos) and lists 212 ``test`` videos; the BaS-Net
+copy names it ``train``, lists 210 test videos and has no ``duration``.
+Segment bounds may be numbers or numeric strings.  A split file lists one
+video id per line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from case_jax.data.records import GtVideo, LayoutError, LayoutWarning, name_some
+
+# gt.json subset names accepted for each split (THUMOS14 convention: the
+# official "validation" videos are the WTAL training set).
+DEFAULT_GT_SUBSETS = {"train": ("train", "training", "validation"),
+                      "test": ("test", "testing")}
+
+
+def _parse_bound(value, path: str, video_id: str) -> float:
+  try:
+    bound = float(value)
+  except (TypeError, ValueError):
+    raise LayoutError(f"{path}: video '{video_id}' has a segment bound "
+                      f"{value!r} that is not a number; segments must be "
+                      "[start_s, end_s] in seconds") from None
+  if not np.isfinite(bound):
+    raise LayoutError(f"{path}: video '{video_id}' has a non-finite segment "
+                      f"bound {value!r}")
+  return bound
+
+
+def _parse_annotation(ann, path: str,
+                      video_id: str) -> tuple[float, float, str]:
+  if not isinstance(ann, Mapping) or "segment" not in ann or "label" not in ann:
+    raise LayoutError(f"{path}: video '{video_id}' has an annotation {ann!r}; "
+                      "each must be {\"segment\": [start_s, end_s], "
+                      "\"label\": name}")
+  seg = ann["segment"]
+  if not isinstance(seg, (list, tuple)) or len(seg) != 2:
+    raise LayoutError(f"{path}: video '{video_id}' has segment {seg!r}; "
+                      "expected [start_s, end_s]")
+  start, end = (_parse_bound(v, path, video_id) for v in seg)
+  if end < start:
+    raise LayoutError(f"{path}: video '{video_id}' has segment "
+                      f"[{start}, {end}] that ends before it starts")
+  return start, end, str(ann["label"])
+
+
+def _parse_entry(entry, path: str, video_id: str) -> GtVideo:
+  if not isinstance(entry, Mapping) or "subset" not in entry:
+    raise LayoutError(f"{path}: database entry '{video_id}' must be an object "
+                      "with at least \"subset\" and \"annotations\"")
+  anns = entry.get("annotations", [])
+  if not isinstance(anns, list):
+    raise LayoutError(f"{path}: \"annotations\" of '{video_id}' must be a list")
+  duration = entry.get("duration")
+  if duration is not None:
+    try:
+      duration = float(duration)
+    except (TypeError, ValueError):
+      raise LayoutError(f"{path}: \"duration\" of '{video_id}' is "
+                        f"{duration!r}; give seconds as a number or leave "
+                        "it out") from None
+  return GtVideo(subset=str(entry["subset"]), duration=duration,
+                 annotations=tuple(_parse_annotation(a, path, video_id)
+                                   for a in anns))
+
+
+def parse_gt(data, source: str) -> dict[str, GtVideo]:
+  """A loaded gt.json object -> {video_id: GtVideo}, in file order.
+
+  source: the file (or a description) named in errors.
+  """
+  if not isinstance(data, Mapping) or not isinstance(data.get("database"),
+                                                      Mapping):
+    raise LayoutError(f"{source}: missing the top-level \"database\" object "
+                      "(ActivityNet-style gt.json expected)")
+  return {str(vid): _parse_entry(entry, source, str(vid))
+          for vid, entry in data["database"].items()}
+
+
+def read_gt(path: str | os.PathLike) -> dict[str, GtVideo]:
+  """Parses an ActivityNet-style gt.json. Returns {video_id: GtVideo}."""
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise LayoutError(f"{path}: annotation file not found; expected an "
+                      "ActivityNet-style gt.json with {\"database\": "
+                      "{video_id: {\"subset\", \"annotations\"}}}")
+  try:
+    with open(path) as f:
+      data = json.load(f)
+  except json.JSONDecodeError as e:
+    raise LayoutError(f"{path}: not valid JSON ({e})") from None
+  return parse_gt(data, path)
+
+
+def read_split(path: str | os.PathLike) -> tuple[str, ...]:
+  """Video ids of a split file, one per line (blank lines ignored)."""
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise LayoutError(f"{path}: split file not found; expected one video id "
+                      "per line")
+  with open(path) as f:
+    ids = tuple(line.strip() for line in f if line.strip())
+  seen, dups = set(), []
+  for vid in ids:
+    if vid in seen:
+      dups.append(vid)
+    seen.add(vid)
+  if dups:
+    raise LayoutError(f"{path}: duplicate video ids {name_some(dups)}; list "
+                      "each video once")
+  return ids
+
+
+def classes_from_gt(gt: Mapping[str, GtVideo]) -> tuple[str, ...]:
+  """Sorted labels used anywhere in gt.json (all subsets).
+
+  For THUMOS14 this is exactly ``thumos_layout.THUMOS14_CLASSES``, the
+  released order.
+  """
+  return tuple(sorted({a[2] for v in gt.values() for a in v.annotations}))
+
+
+def check_split_vs_gt(ids: Sequence[str], gt: Mapping[str, GtVideo],
+                      subsets: Sequence[str], split_file: str,
+                      gt_file: str) -> None:
+  """Errors on ids missing from gt.json; warns on subset disagreements."""
+  missing = [v for v in ids if v not in gt]
+  if missing:
+    raise LayoutError(f"{split_file}: videos {name_some(missing)} are not in "
+                      f"{gt_file}; add their annotations or remove them from "
+                      "the split file")
+  wrong = [v for v in ids if gt[v].subset not in subsets]
+  if wrong:
+    warnings.warn(f"{split_file}: videos {name_some(wrong)} have a gt.json "
+                  f"subset other than {list(subsets)} in {gt_file}",
+                  LayoutWarning, stacklevel=3)
+  listed = set(ids)
+  unlisted = sorted(v for v, e in gt.items()
+                    if e.subset in subsets and v not in listed)
+  if unlisted:
+    # An ActivityNet-style evaluator reads every gt.json video of the test
+    # subset, so unlisted test videos would count as missed detections.
+    warnings.warn(f"{gt_file}: videos {name_some(unlisted)} have subset "
+                  f"{list(subsets)} but are not in {split_file}; for the test "
+                  "split an evaluator reading gt.json counts their instances "
+                  "as misses", LayoutWarning, stacklevel=3)
