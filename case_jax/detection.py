@@ -19,13 +19,9 @@ sums, which differ from np.mean by float rounding (about 1e-12 at T = 750).
 """
 from __future__ import annotations
 
-import csv
-import json
-from typing import Callable, Mapping, Sequence
+from typing import Callable
 
 import numpy as np
-
-from case_jax import fileio
 
 # Released defaults (notes §2.1 and §3).
 CLASS_THRESHOLD = 0.25
@@ -327,7 +323,7 @@ def _nms(kind: str, iou_threshold: float, sigma: float) -> Callable[[np.ndarray]
 
 
 # ---------------------------------------------------------------------------
-# One video, and the result files.
+# One video (the result files: case_jax/outputs.py).
 
 def detect_video(snippet_scores, video_scores, v_len: float, *,
                  class_threshold: float = CLASS_THRESHOLD, scale: int = SCALE,
@@ -371,53 +367,3 @@ def detect_video(snippet_scores, video_scores, v_len: float, *,
   return [{"label": labels[i], "score": float(rows[i, 0]),
            "segment": [float(rows[i, 1]), float(rows[i, 2])]} for i in index.tolist()]
 
-
-def _label_name(label, class_names: Sequence[str]) -> str:
-  if isinstance(label, str):
-    return label
-  if not 0 <= int(label) < len(class_names):
-    raise ValueError(f"label index {label} out of range for {len(class_names)} class names")
-  return class_names[int(label)]
-
-
-def to_result_json(detections_by_video: Mapping[str, Sequence[dict]],
-                   class_names: Sequence[str]) -> dict:
-  """ActivityNet result format (notes §3 step 9).
-
-  detections_by_video: {video id: detect_video output}.  Returns
-  {"version": "VERSION 1.3", "results": {vid: [{"label": class name,
-  "score", "segment"}]}, "external_data": {}}; videos without detections
-  are absent, as released.
-  """
-  results = {}
-  for vid, dets in detections_by_video.items():
-    if len(dets):
-      results[vid] = [{"label": _label_name(d["label"], class_names), "score": float(d["score"]),
-                       "segment": [float(d["segment"][0]), float(d["segment"][1])]}
-                      for d in dets]
-  return {"version": "VERSION 1.3", "results": results, "external_data": {}}
-
-
-def write_results(path_json, path_csv, detections_by_video: Mapping[str, Sequence[dict]],
-                  class_names: Sequence[str]) -> dict:
-  """Writes the result JSON and (unless path_csv is None) a CSV with header
-  video,label,start,end,score, one row per detection.  Both writes are
-  atomic.  Returns the result dict."""
-  result = to_result_json(detections_by_video, class_names)
-
-  def write_json(f):
-    # allow_nan=False: never write a file that JSON readers reject.
-    json.dump(result, f, allow_nan=False)
-
-  def write_csv(f):
-    writer = csv.writer(f)
-    writer.writerow(["video", "label", "start", "end", "score"])
-    for vid, dets in result["results"].items():
-      for d in dets:
-        writer.writerow([vid, d["label"], repr(d["segment"][0]), repr(d["segment"][1]),
-                         repr(d["score"])])
-
-  fileio.atomic_write(path_json, write_json)
-  if path_csv is not None:
-    fileio.atomic_write(path_csv, write_csv)
-  return result

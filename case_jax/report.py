@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from case_jax import detection, evaluation, export, fileio, inference
+from case_jax import detection_set, evaluation, fileio, inference, outputs
 
 
 def load_test_ground_truth(root: str, cfg) -> evaluation.GroundTruth:
@@ -50,10 +50,10 @@ def evaluate_state(test_set, model, params, q_r, cfg, gt, *,
   # cannot change the mAP (it averages over GT classes), so they are left
   # out of scoring here (they stay in the written detections).
   scored = set(gt.class_names)
-  results = detection.to_result_json(
+  results = outputs.to_result_json(
       {vid: [d for d in ds if names[d["label"]] in scored] for vid, ds in dets.items()},
       names)
-  found = evaluation.detections_from_results(results, source="<model detections>")
+  found = detection_set.detections_from_results(results, source="<model detections>")
   result = evaluation.evaluate_detections(
       gt, found, np.asarray(cfg.eval.tiou_thresholds, np.float64),
       tie_order=cfg.eval.tie_order)
@@ -103,12 +103,12 @@ def write_outputs(out_dir: str, evaluated: dict, extra: Optional[dict] = None) -
   """Writes detections.json/.csv/_thumos14.txt and metrics.json (figures:
   case_jax/visualize.py, into <workdir>/plots/)."""
   os.makedirs(out_dir, exist_ok=True)
-  results = detection.write_results(os.path.join(out_dir, "detections.json"),
+  results = outputs.write_results(os.path.join(out_dir, "detections.json"),
                                     os.path.join(out_dir, "detections.csv"),
                                     evaluated["raw"], evaluated["class_names"])
-  export.write_thumos14(os.path.join(out_dir, "detections_thumos14.txt"), results,
+  outputs.write_thumos14(os.path.join(out_dir, "detections_thumos14.txt"), results,
                         evaluated["class_names"])
-  metrics = evaluation.result_to_json(evaluated["result"]) if evaluated.get("result") else {}
+  metrics = outputs.result_to_json(evaluated["result"]) if evaluated.get("result") else {}
   if extra:
     metrics.update(extra)
   fileio.write_json(os.path.join(out_dir, "metrics.json"), metrics)

@@ -13,7 +13,7 @@ import numpy as np
 
 from case_jax import checkpoint as ckpt_lib
 from case_jax import data as data_lib
-from case_jax import (defaults, detection, evaluation, export, fileio,
+from case_jax import (defaults, fileio, outputs,
                       model as model_lib, report, train)
 
 
@@ -72,7 +72,7 @@ def evaluate(cfg, workdir: str, stream=None) -> dict:
   paths = report.write_outputs(os.path.join(workdir, "eval"), out, {
       "step": int(state.step), **report.snippet_scalars(out["stats"])})
   stream.write(f"Checkpoint step {int(state.step)}, {len(test_set)} test videos:\n"
-               + evaluation.format_map_table(out["result"]) + "\n"
+               + outputs.format_map_table(out["result"]) + "\n"
                f"Wrote {paths['detections']}, detections.csv, "
                "detections_thumos14.txt and metrics.json\n")
   return out
@@ -131,10 +131,10 @@ def predict(cfg, workdir: str, features: str, stream=None) -> dict:
   videos = _FeatureFolder(features, info["classes"], info["rgb_dim"], info["flow_dim"])
   dets, _, _ = inference.detect_dataset(videos, model, state.params, state.q_r, cfg)
   out_dir = os.path.join(workdir, "predict")
-  results = detection.write_results(os.path.join(out_dir, "detections.json"),
+  results = outputs.write_results(os.path.join(out_dir, "detections.json"),
                                     os.path.join(out_dir, "detections.csv"), dets,
                                     info["classes"])
-  export.write_thumos14(os.path.join(out_dir, "detections_thumos14.txt"), results,
+  outputs.write_thumos14(os.path.join(out_dir, "detections_thumos14.txt"), results,
                         info["classes"])
   n = sum(len(v) for v in dets.values())
   stream.write(f"{n} detections for {len(videos)} videos -> {out_dir}/detections.json\n")

@@ -418,7 +418,7 @@ class _Evaluator:
     return out
 
   def report(self, workdir, final_eval, step):
-    from case_jax import evaluation, report
+    from case_jax import outputs, report
     sc = final_eval["scalars"]
     extra = {"step": step, **{k: sc[k] for k in report.SNIPPET_KEYS},
              "best_test_selected": {"mAP": self.best[0], "step": self.best[1]}}
@@ -426,7 +426,7 @@ class _Evaluator:
     self.stream.write(
         f"\nDetection mAP of the final checkpoint (step {step}), "
         f"{len(self.test_set)} test videos:\n"
-        + evaluation.format_map_table(final_eval["result"]) + "\n"
+        + outputs.format_map_table(final_eval["result"]) + "\n"
         f"F&B snippet accuracy: {100 * sc['test_fb_acc']:.2f}%   H(P^C) "
         f"{sc['test_H_pc']:.3f}   H(mean P^C) {sc['test_H_mean_pc']:.3f} nats\n"
         f"Best of the evaluations during training (test-set model selection, as "

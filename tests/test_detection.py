@@ -1,10 +1,7 @@
 """Tests of case_jax.detection against naive, loop-by-loop transcriptions of
 the released post-processing as the notes describe it (official_code_notes.md
 §3 steps 4-9, §10 items 7-8; paper appendix E.3)."""
-import csv
-import json
 import math
-import os
 
 import numpy as np
 import pytest
@@ -323,7 +320,7 @@ def test_hard_nms_hand_case():
 
 
 # ---------------------------------------------------------------------------
-# One video, result files.
+# One video.
 
 def test_detect_video_matches_naive_pipeline():
   rng = np.random.default_rng(6)
@@ -359,56 +356,3 @@ def test_detect_video_options():
     det.detect_video(np.full((60, 3), np.nan), video, 60)
   assert det.detect_video(np.zeros((60, 3)), video, 60) == []
 
-
-def _sample_detections():
-  return {
-      "video_a": [{"label": 1, "score": 0.5, "segment": [1.0, 2.5]},
-                  {"label": 0, "score": 0.25, "segment": [3.0, 4.0]}],
-      "video_b": [],
-      "video_c": [{"label": 1, "score": 0.75, "segment": [0.0, 0.64]}],
-  }
-
-
-def test_result_json_format():
-  res = det.to_result_json(_sample_detections(), ["Run", "Jump"])
-  assert set(res) == {"version", "results", "external_data"}
-  assert res["version"] == "VERSION 1.3" and res["external_data"] == {}
-  assert list(res["results"]) == ["video_a", "video_c"]        # empty video absent
-  assert res["results"]["video_a"][0] == {"label": "Jump", "score": 0.5, "segment": [1.0, 2.5]}
-  assert res["results"]["video_c"] == [{"label": "Jump", "score": 0.75, "segment": [0.0, 0.64]}]
-  with pytest.raises(ValueError, match="out of range"):
-    det.to_result_json({"v": [{"label": 5, "score": 1.0, "segment": [0, 1]}]}, ["Run"])
-
-
-def test_write_results_json_and_csv(tmp_path):
-  pj, pc = tmp_path / "out" / "result.json", tmp_path / "out" / "result.csv"
-  res = det.write_results(pj, pc, _sample_detections(), ["Run", "Jump"])
-  assert json.loads(pj.read_text()) == res
-  with open(pc, newline="") as f:
-    rows = list(csv.reader(f))
-  assert rows == [["video", "label", "start", "end", "score"],
-                  ["video_a", "Jump", "1.0", "2.5", "0.5"],
-                  ["video_a", "Run", "3.0", "4.0", "0.25"],
-                  ["video_c", "Jump", "0.0", "0.64", "0.75"]]
-  assert sorted(os.listdir(pj.parent)) == ["result.csv", "result.json"]
-
-
-def test_write_results_is_atomic(tmp_path, monkeypatch):
-  pj, pc = tmp_path / "result.json", tmp_path / "result.csv"
-
-  def broken_dump(obj, f, **kw):
-    f.write('{"version": "VERS')               # a partial write, then failure
-    raise RuntimeError("disk full")
-
-  monkeypatch.setattr(json, "dump", broken_dump)
-  with pytest.raises(RuntimeError, match="disk full"):
-    det.write_results(pj, pc, _sample_detections(), ["Run", "Jump"])
-  assert os.listdir(tmp_path) == []           # no partial file, no temp file
-  monkeypatch.undo()
-  det.write_results(pj, None, _sample_detections(), ["Run", "Jump"])
-  before = pj.read_text()
-  monkeypatch.setattr(json, "dump", broken_dump)
-  with pytest.raises(RuntimeError):
-    det.write_results(pj, None, {"x": []}, ["Run", "Jump"])
-  assert pj.read_text() == before             # the old file survives a failed rewrite
-  assert os.listdir(tmp_path) == ["result.json"]
