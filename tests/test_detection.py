@@ -340,7 +340,8 @@ def test_soft_nms_matches_naive_loop():
     starts = rng.uniform(0, 30, m)
     props = np.stack([rng.random(m), starts, starts + rng.uniform(0.1, 8, m)], 1)
     props = np.concatenate([props, props[: m // 3]])          # exact ties, as in real pools
-    np.testing.assert_array_equal(det.soft_nms_released(props, NMS_IOU, NMS_SIGMA), np.array(naive_basnet_nms(props)))
+    np.testing.assert_array_equal(det.soft_nms_released(props, NMS_IOU, NMS_SIGMA),
+                                  np.array(naive_basnet_nms(props)))
     np.testing.assert_array_equal(det.soft_nms_released(props, 0.7, 0.5),
                                   np.array(naive_basnet_nms(props, 0.7, 0.5)))
 
