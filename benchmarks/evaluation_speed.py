@@ -38,6 +38,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if __package__ in (None, ""):
   sys.path.insert(0, _REPO)
 
+from case_jax import detection_set  # noqa: E402
 from case_jax import evaluation as ev  # noqa: E402
 from tests.test_evaluation import naive_evaluate  # noqa: E402
 
@@ -102,7 +103,7 @@ def main(argv=None) -> dict:
   thresholds = ev.THUMOS_TIOUS
   gt_json, res_json = make_workload(args.videos, args.classes, args.detections)
   gt = ev.ground_truth_from_dict(gt_json, "test", source="<bench gt>")
-  dets = ev.detections_from_results(res_json, source="<bench results>")
+  dets = detection_set.detections_from_results(res_json, source="<bench results>")
   rows = {}
   for tie in ev.TIE_ORDERS:
     sec, out = _median_seconds(
@@ -117,7 +118,7 @@ def main(argv=None) -> dict:
     with open(path, "w") as f:
       json.dump(res_json, f)
     sec, out = _median_seconds(
-        lambda: ev.evaluate_detections(gt, ev.load_detections(path), thresholds),
+        lambda: ev.evaluate_detections(gt, detection_set.load_detections(path), thresholds),
         args.repeats)
     rows["case_jax load json + evaluate"] = {"seconds": sec,
                                              "average_map": out["average_map"]}

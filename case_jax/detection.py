@@ -16,36 +16,28 @@ Everything is vectorized over the proposals of one class (all thresholds at
 once); the only Python loops are over classes and over NMS picks.  Results
 equal the step-by-step description except that means come from cumulative
 sums, which differ from np.mean by float rounding (about 1e-12 at T = 750).
+
+Parameters have no defaults: the released values live in the config
+(case_jax/defaults.py, ``c.inference.*``), the time base (fps, frames per
+snippet) in the dataset.  The result files are written by case_jax/outputs.py.
 """
 from __future__ import annotations
 
-import csv
-import json
-from typing import Callable, Mapping, Sequence
+from typing import Callable
 
 import numpy as np
 
-from case_jax import fileio
-
-# Released defaults (notes §2.1 and §3).
-CLASS_THRESHOLD = 0.25
-SCALE = 24
-# Used as np.arange gives them: two are 0.30000000000000004 and
-# 0.7000000000000001, which decides ties at those values (notes §3 step 6).
+# The released proposal thresholds (config value "released"), used as
+# np.arange gives them: two are 0.30000000000000004 and 0.7000000000000001,
+# which decides ties at those values (notes §3 step 6).
 RELEASED_THRESHOLDS = np.arange(0.1, 1.0, 0.1)
-OUTER_RATIO = 0.15   # the released lambda (its config "gamma"; see oic_score)
-VIDEO_WEIGHT = 0.2   # the released gamma (the function default; see oic_score)
-NMS_IOU_THRESHOLD = 0.4
-NMS_SIGMA = 0.35
-FPS = 25.0
-SNIPPET_FRAMES = 16
 NMS_KINDS = ("soft_released", "hard", "none")
 
 
 # ---------------------------------------------------------------------------
 # Classes and upsampling.
 
-def select_classes(video_scores, threshold: float = CLASS_THRESHOLD) -> np.ndarray:
+def select_classes(video_scores, threshold: float) -> np.ndarray:
   """Predicted class indices (ascending): scores >= threshold, else the argmax.
 
   video_scores: (C,) continuous video-level class probabilities.
@@ -60,7 +52,7 @@ def select_classes(video_scores, threshold: float = CLASS_THRESHOLD) -> np.ndarr
   return picked.astype(np.int64)
 
 
-def upsample(scores, scale: int = SCALE) -> np.ndarray:
+def upsample(scores, scale: int) -> np.ndarray:
   """Linear upsampling at np.arange(0, T, 1/scale), float64.
 
   scores: (T, ...) with T >= 1.  Returns (len(np.arange(0, T, 1/scale)), ...),
@@ -164,8 +156,8 @@ def _prefix_sums(upsampled: np.ndarray) -> np.ndarray:
   return out
 
 
-def oic_score(upsampled, start: int, end: int, video_score: float,
-              outer_ratio: float = OUTER_RATIO, video_weight: float = VIDEO_WEIGHT) -> float:
+def oic_score(upsampled, start: int, end: int, video_score: float, *,
+              outer_ratio: float, video_weight: float) -> float:
   """Outer-inner-contrastive score of the run [start, end] (inclusive).
 
   upsampled: (L,) un-thresholded upsampled scores of the class.  With
@@ -179,7 +171,8 @@ def oic_score(upsampled, start: int, end: int, video_score: float,
   Released mis-binding (notes §3 step 7, §10 item 7): the call passes its
   config "gamma" (0.15) positionally into the outer-ratio parameter, so the
   effective outer ratio is 0.15 and the video-score weight keeps the function
-  default 0.2.  Both are named here; the defaults are those effective values.
+  default 0.2.  Both are named here; the config (c.inference.outer_ratio,
+  video_weight) holds those effective values.
   """
   _check_oic_args(outer_ratio)
   upsampled = np.asarray(upsampled, np.float64)
@@ -192,25 +185,39 @@ def oic_score(upsampled, start: int, end: int, video_score: float,
   return float(score[0])
 
 
-def time_factor(v_len: float, num_segments: int, scale: int = SCALE, fps: float = FPS,
-                snippet_frames: int = SNIPPET_FRAMES) -> float:
+def time_factor(v_len: float, num_segments: int, *, scale: int, fps: float,
+                snippet_frames: int) -> float:
   """Seconds per upsampled position: snippet_frames * v_len / (scale * T * fps).
 
-  v_len is the video's original snippet count; num_segments (T) the sampled one.
+  v_len is the video's original snippet count; num_segments (T) the sampled
+  one; fps and snippet_frames the features' time base.
   """
   return (snippet_frames * v_len) / (scale * num_segments * fps)
 
 
+def proposal_thresholds(thresholds) -> np.ndarray:
+  """(K,) float64 thresholds of a config value: "released" or numbers."""
+  if isinstance(thresholds, str):
+    if thresholds != "released":
+      raise ValueError(f"thresholds must be 'released' or numbers, got {thresholds!r}")
+    return RELEASED_THRESHOLDS
+  thresholds = np.asarray(thresholds, np.float64)
+  if thresholds.ndim != 1:
+    raise ValueError(f"thresholds must have shape (K,), got {thresholds.shape}")
+  return thresholds
+
+
 def generate_proposals(snippet_scores, video_scores, class_indices, v_len: float, *,
-                       scale: int = SCALE, thresholds=None, num_segments: int | None = None,
-                       fps: float = FPS, snippet_frames: int = SNIPPET_FRAMES,
-                       outer_ratio: float = OUTER_RATIO, video_weight: float = VIDEO_WEIGHT,
+                       scale: int, thresholds, fps: float, snippet_frames: int,
+                       outer_ratio: float, video_weight: float,
+                       num_segments: int | None = None,
                        released_quirks: bool = True) -> dict:
   """Scored proposals of each class, pooled over all thresholds.
 
   snippet_scores: (T, C); video_scores: (C,); class_indices: classes to
-  localize.  Returns {class index: float64 (M, 3) rows [score, t_start, t_end]}
-  in seconds, rows ordered by threshold then time as released; classes with
+  localize; thresholds: "released" or (K,), see proposal_thresholds.
+  Returns {class index: float64 (M, 3) rows [score, t_start, t_end]} in
+  seconds, rows ordered by threshold then time as released; classes with
   no proposal are absent.  t_start = s * f and t_end = (e + 1) * f with
   f = time_factor(v_len, num_segments or T, ...).
   """
@@ -225,11 +232,9 @@ def generate_proposals(snippet_scores, video_scores, class_indices, v_len: float
   classes = np.asarray(class_indices, np.int64).reshape(-1)
   if classes.size and (classes.min() < 0 or classes.max() >= num_classes):
     raise ValueError(f"class indices must lie in [0, {num_classes}), got {classes.tolist()}")
-  thresholds = RELEASED_THRESHOLDS if thresholds is None else np.asarray(thresholds, np.float64)
-  if thresholds.ndim != 1:
-    raise ValueError(f"thresholds must have shape (K,), got {thresholds.shape}")
-  factor = time_factor(v_len, num if num_segments is None else num_segments, scale, fps,
-                       snippet_frames)
+  thresholds = proposal_thresholds(thresholds)
+  factor = time_factor(v_len, num if num_segments is None else num_segments, scale=scale,
+                       fps=fps, snippet_frames=snippet_frames)
 
   upsampled = upsample(snippet_scores[:, classes], scale)              # (L, n)
   out = {}
@@ -257,8 +262,7 @@ def _as_proposals(proposals) -> np.ndarray:
   return p
 
 
-def soft_nms_released(proposals, iou_threshold: float = NMS_IOU_THRESHOLD,
-                      sigma: float = NMS_SIGMA) -> np.ndarray:
+def soft_nms_released(proposals, iou_threshold: float, sigma: float) -> np.ndarray:
   """The released soft-NMS ("basnet_nms"), which discards nothing.
 
   proposals: (M, 3) rows [score, start, end] in seconds.  Returns (M, 3): the
@@ -294,7 +298,7 @@ def soft_nms_released(proposals, iou_threshold: float = NMS_IOU_THRESHOLD,
   return out
 
 
-def hard_nms(proposals, iou_threshold: float = NMS_IOU_THRESHOLD) -> np.ndarray:
+def hard_nms(proposals, iou_threshold: float) -> np.ndarray:
   """Standard NMS: keep the best, discard the rest with IoU >= iou_threshold.
 
   proposals: (M, 3) [score, start, end].  IoU is the plain interval IoU
@@ -327,16 +331,15 @@ def _nms(kind: str, iou_threshold: float, sigma: float) -> Callable[[np.ndarray]
 
 
 # ---------------------------------------------------------------------------
-# One video, and the result files.
+# One video.
 
 def detect_video(snippet_scores, video_scores, v_len: float, *,
-                 class_threshold: float = CLASS_THRESHOLD, scale: int = SCALE,
-                 thresholds=None, num_segments: int | None = None, fps: float = FPS,
-                 snippet_frames: int = SNIPPET_FRAMES, outer_ratio: float = OUTER_RATIO,
-                 video_weight: float = VIDEO_WEIGHT, nms: str = "soft_released",
-                 iou_threshold: float = NMS_IOU_THRESHOLD, sigma: float = NMS_SIGMA,
+                 class_threshold: float, scale: int, thresholds, fps: float,
+                 snippet_frames: int, outer_ratio: float, video_weight: float, nms: str,
+                 iou_threshold: float, sigma: float, num_segments: int | None = None,
                  max_detections: int | None = None, released_quirks: bool = True) -> list:
-  """Detections of one video (notes §3 steps 4-8; defaults are the released ones).
+  """Detections of one video (notes §3 steps 4-8; c.inference has the released
+  parameter values, the dataset the time base fps / snippet_frames).
 
   snippet_scores: (T, C) fused snippet class scores; video_scores: (C,)
   continuous video class probabilities; v_len: original snippet count.
@@ -371,53 +374,3 @@ def detect_video(snippet_scores, video_scores, v_len: float, *,
   return [{"label": labels[i], "score": float(rows[i, 0]),
            "segment": [float(rows[i, 1]), float(rows[i, 2])]} for i in index.tolist()]
 
-
-def _label_name(label, class_names: Sequence[str]) -> str:
-  if isinstance(label, str):
-    return label
-  if not 0 <= int(label) < len(class_names):
-    raise ValueError(f"label index {label} out of range for {len(class_names)} class names")
-  return class_names[int(label)]
-
-
-def to_result_json(detections_by_video: Mapping[str, Sequence[dict]],
-                   class_names: Sequence[str]) -> dict:
-  """ActivityNet result format (notes §3 step 9).
-
-  detections_by_video: {video id: detect_video output}.  Returns
-  {"version": "VERSION 1.3", "results": {vid: [{"label": class name,
-  "score", "segment"}]}, "external_data": {}}; videos without detections
-  are absent, as released.
-  """
-  results = {}
-  for vid, dets in detections_by_video.items():
-    if len(dets):
-      results[vid] = [{"label": _label_name(d["label"], class_names), "score": float(d["score"]),
-                       "segment": [float(d["segment"][0]), float(d["segment"][1])]}
-                      for d in dets]
-  return {"version": "VERSION 1.3", "results": results, "external_data": {}}
-
-
-def write_results(path_json, path_csv, detections_by_video: Mapping[str, Sequence[dict]],
-                  class_names: Sequence[str]) -> dict:
-  """Writes the result JSON and (unless path_csv is None) a CSV with header
-  video,label,start,end,score, one row per detection.  Both writes are
-  atomic.  Returns the result dict."""
-  result = to_result_json(detections_by_video, class_names)
-
-  def write_json(f):
-    # allow_nan=False: never write a file that JSON readers reject.
-    json.dump(result, f, allow_nan=False)
-
-  def write_csv(f):
-    writer = csv.writer(f)
-    writer.writerow(["video", "label", "start", "end", "score"])
-    for vid, dets in result["results"].items():
-      for d in dets:
-        writer.writerow([vid, d["label"], repr(d["segment"][0]), repr(d["segment"][1]),
-                         repr(d["score"])])
-
-  fileio.atomic_write(path_json, write_json)
-  if path_csv is not None:
-    fileio.atomic_write(path_csv, write_csv)
-  return result

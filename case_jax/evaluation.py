@@ -1,6 +1,6 @@
 """Evaluation on the host (numpy): detection mAP of the official ActivityNet
-protocol (as CASE runs it on THUMOS14), F&B snippet accuracy and the
-clustering diagnostics of Table 4.
+protocol (as CASE runs it on THUMOS14), and its CLI.  Inputs: detection_set
+(detections); outputs: outputs.format_map_table and result_to_json.
 
 Detection mAP follows the official ``ANETdetection`` algorithm step by step
 (official_code_notes.md §5; CASE's call in §3.10): ground truth of one subset,
@@ -25,14 +25,13 @@ GT may also be a W-TALC annotation directory (videoname.npy, subset.npy, ...).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import math
 import os
 from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from case_jax import detection_set, outputs
 from case_jax.data.ground_truth import (GroundTruth, check_split,
                                         load_ground_truth)
 from case_jax.data.gt_json import read_split
@@ -49,167 +48,6 @@ _SUMMARIES = (
     ("AVG(0.5:0.95)", 0.5, 0.95, 0.05),
 )
 
-
-def fb_accuracy(scores, fg_mask, valid=None, threshold: float = 0.5) -> float:
-  """Binary F&B accuracy of snippets (the paper's Table 2 "ACC").
-
-  scores: (B, T) foreground probabilities; fg_mask: (B, T) ground truth in
-  {0, 1}, or -1 where unknown; valid: optional (B,) bool for padded batches.
-  """
-  scores = np.asarray(scores, np.float64)
-  fg_mask = np.asarray(fg_mask)
-  known = fg_mask >= 0
-  if valid is not None:
-    known &= np.asarray(valid, bool)[:, None]
-  hits = ((scores > threshold) == (fg_mask > 0)) & known
-  return float(hits.sum() / max(known.sum(), 1))
-
-
-# ---------------------------------------------------------------------------
-# Clustering diagnostics (Table 4).
-# ---------------------------------------------------------------------------
-def _row_entropy(p: np.ndarray) -> np.ndarray:
-  """(..., K) probabilities -> (...) entropies in nats, with 0 log 0 = 0."""
-  logp = np.log(np.where(p > 0, p, 1.0))
-  return -(p * logp).sum(-1)
-
-
-def clustering_entropies(p_c, mask=None) -> tuple[float, float]:
-  """Entropies of the snippet-to-cluster assignment P^C (Table 4), in nats.
-
-  p_c: (N, K) or (..., K) cluster probabilities per snippet (rows sum to 1);
-  mask: optional bool array of p_c's leading shape, True for snippets to use
-  (padded frames False).
-
-  Returns ``(H(P^C), H(mean P^C))``: the mean over snippets of the row
-  entropy (low = confident assignments) and the entropy of the mean row
-  (high = clusters used evenly).  Both lie in [0, log K].
-  """
-  p = np.asarray(p_c, np.float64)
-  if p.ndim < 2:
-    raise ValueError(f"evaluation.clustering_entropies: p_c must be (N, K), got "
-                     f"shape {p.shape}")
-  if mask is not None:
-    p = p[np.asarray(mask, bool)]
-  p = p.reshape(-1, p.shape[-1])
-  if p.shape[0] == 0:
-    raise ValueError("evaluation.clustering_entropies: no snippets (empty p_c "
-                     "or an all-False mask)")
-  sums = p.sum(-1)
-  if not np.all(np.isfinite(p)) or p.min() < 0 or np.abs(sums - 1).max() > 1e-4:
-    raise ValueError(
-        "evaluation.clustering_entropies: rows of p_c must be probability "
-        f"distributions over the K clusters (non-negative, summing to 1); got "
-        f"row sums in [{sums.min():.6g}, {sums.max():.6g}]. Apply a softmax "
-        "over the cluster axis first.")
-  return float(_row_entropy(p).mean()), float(_row_entropy(p.mean(0)))
-
-
-def _checked_segment(segment, where: str) -> tuple[float, float]:
-  """``[s, e]`` (numbers or numeric strings, as in BaS-Net's copy) -> floats."""
-  try:
-    start, end = (float(x) for x in segment)
-  except (TypeError, ValueError) as err:
-    raise ValueError(f"{where}: segment must be [start, end] in seconds, got "
-                     f"{segment!r}") from err
-  if math.isnan(start) or math.isnan(end):
-    raise ValueError(f"{where}: NaN in segment {segment!r}")
-  return start, end
-
-
-# ---------------------------------------------------------------------------
-# Detections.
-# ---------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Detections:
-  """Detections in input order (the order matters for ties).
-
-  video_ids: (N,) str; labels: (N,) str class names; scores: (N,) float64;
-  segments: (N, 2) float64 ``[start, end]`` seconds; source: for messages.
-  """
-  video_ids: np.ndarray
-  labels: np.ndarray
-  scores: np.ndarray
-  segments: np.ndarray
-  source: str = "<arrays>"
-
-  def __post_init__(self):
-    n = len(self.scores)
-    if not (len(self.video_ids) == len(self.labels) == n
-            and self.segments.shape == (n, 2)):
-      raise ValueError(f"{self.source}: detections need video_ids, labels, "
-                       f"scores of shape (N,) and segments (N, 2); got "
-                       f"{len(self.video_ids)}, {len(self.labels)}, {n}, "
-                       f"{self.segments.shape}")
-    bad = np.flatnonzero(np.isnan(self.scores) | np.isnan(self.segments).any(1))
-    if bad.size:
-      # The official code would rank NaN scores arbitrarily and count a NaN
-      # tIoU as a match; reject instead.
-      raise ValueError(f"{self.source}: {bad.size} detection(s) with a NaN score "
-                       f"or segment (first: video {self.video_ids[bad[0]]!r}); "
-                       "drop or fix them before evaluating")
-
-  def __len__(self) -> int:
-    return len(self.scores)
-
-
-def detections_from_arrays(video_ids, labels, scores, segments, *,
-                           class_names: Optional[Sequence[str]] = None,
-                           source: str = "<arrays>") -> Detections:
-  """Detections from in-memory arrays.
-
-  video_ids: (N,) str; labels: (N,) class names, or int indices into
-  ``class_names`` (required then: the GT class order is first-appearance,
-  not the dataset's class list); scores: (N,); segments: (N, 2) seconds.
-  """
-  labels = np.asarray(labels)
-  if labels.size and np.issubdtype(labels.dtype, np.integer):
-    if class_names is None:
-      raise ValueError(f"{source}: integer labels need class_names= to map them "
-                       "to class names")
-    labels = np.asarray(class_names, dtype=object)[labels]
-  return Detections(
-      video_ids=np.asarray(video_ids, dtype=object).reshape(-1),
-      labels=np.asarray(labels, dtype=object).reshape(-1),
-      scores=np.asarray(scores, np.float64).reshape(-1),
-      segments=np.asarray(segments, np.float64).reshape(-1, 2),
-      source=source)
-
-
-def detections_from_results(data: Mapping, source: str = "<dict>") -> Detections:
-  """Detections from a parsed ActivityNet result json.
-
-  ``{"version", "results": {vid: [{"label", "score", "segment": [s, e]}]},
-  "external_data"}``; only ``results`` is read (CASE's evaluator copy does not
-  require ``external_data`` either).  Order: videos, then detections, as in
-  the file.
-  """
-  if not isinstance(data, Mapping) or "results" not in data:
-    raise ValueError(f"{source}: not an ActivityNet result json (no 'results' "
-                     "key); expected {'results': {vid: [{'label', 'score', "
-                     "'segment'}]}}")
-  vids, labels, scores, segs = [], [], [], []
-  for vid, dets in data["results"].items():
-    for i, det in enumerate(dets):
-      try:
-        labels.append(det["label"])
-        scores.append(float(det["score"]))
-        segs.append(_checked_segment(det["segment"],
-                                     f"{source}: video {vid!r} detection {i}"))
-      except (KeyError, TypeError) as err:
-        raise ValueError(f"{source}: video {vid!r} detection {i} needs 'label', "
-                         f"'score' and 'segment', got {det!r}") from err
-      vids.append(vid)
-  return detections_from_arrays(vids, np.array(labels, dtype=object), scores,
-                                np.array(segs, np.float64).reshape(-1, 2),
-                                source=source)
-
-
-def load_detections(path: str) -> Detections:
-  """Detections from an ActivityNet result json file (CASE's *_result.json)."""
-  with open(path) as f:
-    data = json.load(f)
-  return detections_from_results(data, source=str(path))
 
 
 # ---------------------------------------------------------------------------
@@ -464,7 +302,7 @@ def average_precision_detection(gt_videos, gt_segments, det_videos, det_scores,
 # ---------------------------------------------------------------------------
 # Whole-dataset evaluation.
 # ---------------------------------------------------------------------------
-def _label_indices(gt: GroundTruth, dets: Detections) -> np.ndarray:
+def _label_indices(gt: GroundTruth, dets: detection_set.Detections) -> np.ndarray:
   """(N,) class index of each detection; unknown names raise ValueError."""
   index = {name: i for i, name in enumerate(gt.class_names)}
   names, inverse = np.unique(dets.labels.astype(str), return_inverse=True)
@@ -478,7 +316,7 @@ def _label_indices(gt: GroundTruth, dets: Detections) -> np.ndarray:
   return np.array([index[n] for n in names], np.int64)[inverse].reshape(-1)
 
 
-def _video_indices(gt: GroundTruth, dets: Detections) -> np.ndarray:
+def _video_indices(gt: GroundTruth, dets: detection_set.Detections) -> np.ndarray:
   """(N,) GT video index of each detection, -1 when not in the GT subset."""
   index = {vid: i for i, vid in enumerate(gt.video_ids)}
   names, inverse = np.unique(dets.video_ids.astype(str), return_inverse=True)
@@ -497,7 +335,7 @@ def _summaries(thresholds: np.ndarray, mean_ap: np.ndarray) -> dict:
 
 
 def evaluate_detections(gt: Union[GroundTruth, str],
-                        detections: Union[Detections, Mapping, str],
+                        detections: Union[detection_set.Detections, Mapping, str],
                         tiou_thresholds=THUMOS_TIOUS, *,
                         tie_order: str = "numpy") -> dict:
   """Detection mAP of the official ActivityNet protocol.
@@ -522,9 +360,9 @@ def evaluate_detections(gt: Union[GroundTruth, str],
   if isinstance(gt, (str, os.PathLike)):
     gt = load_ground_truth(os.fspath(gt))
   if isinstance(detections, (str, os.PathLike)):
-    detections = load_detections(os.fspath(detections))
+    detections = detection_set.load_detections(os.fspath(detections))
   elif isinstance(detections, Mapping):
-    detections = detections_from_results(detections)
+    detections = detection_set.detections_from_results(detections)
   thresholds = _check_thresholds(tiou_thresholds)
   det_label = _label_indices(gt, detections)
   ap = _average_precisions(
@@ -544,40 +382,6 @@ def evaluate_detections(gt: Union[GroundTruth, str],
       "tie_order": tie_order,
       "subset": gt.subset,
   }
-
-
-def _threshold_text(t: float) -> str:
-  return f"{t:.2f}" if abs(t - round(t, 2)) < 1e-9 else f"{t:.3f}"
-
-
-def format_map_table(result: Mapping, per_class: bool = False) -> str:
-  """Text table of an evaluate_detections result, values in percent.
-
-  Rows: tIoU, mAP (%), then the summaries and the average over all
-  thresholds; with per_class, one AP (%) row per class after them.
-  """
-  thr = result["tiou_thresholds"]
-  head = "tIoU"
-  width = max(len(head), *(len(k) for k in result["summary"]), len("average mAP (%)"),
-              *((len(c) for c in result["class_names"]) if per_class else [0]))
-  cells = [f"{_threshold_text(t):>7}" for t in thr]
-  lines = [f"{head:<{width}}" + "".join(cells),
-           f"{'mAP (%)':<{width}}" + "".join(f"{100 * v:7.2f}" for v in result["map"])]
-  for name, value in result["summary"].items():
-    lines.append(f"{name:<{width}}{100 * value:7.2f}")
-  lines.append(f"{'average mAP (%)':<{width}}{100 * result['average_map']:7.2f}")
-  if per_class:
-    lines.append("AP (%) per class:")
-    ap = np.asarray(result["ap"])
-    for c, name in enumerate(result["class_names"]):
-      lines.append(f"{name:<{width}}" + "".join(f"{100 * v:7.2f}" for v in ap[:, c]))
-  return "\n".join(lines)
-
-
-def result_to_json(result: Mapping) -> dict:
-  """evaluate_detections result with arrays as lists (for json.dump)."""
-  return {k: (v.tolist() if isinstance(v, np.ndarray) else v)
-          for k, v in result.items()}
 
 
 # ---------------------------------------------------------------------------
@@ -622,16 +426,16 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
   gt = load_ground_truth(args.gt, args.subset)
   if args.split:
     check_split(gt, read_split(args.split), name=args.split)
-  result = evaluate_detections(gt, load_detections(args.detections), args.tiou,
-                               tie_order=args.tie_order)
+  dets = detection_set.load_detections(args.detections)
+  result = evaluate_detections(gt, dets, args.tiou, tie_order=args.tie_order)
   print(f"{len(gt.video_ids)} {gt.subset!r} videos, {len(gt.video)} instances, "
         f"{gt.num_classes} classes; {int(result['num_detections'].sum())} "
         f"detections; tie order {args.tie_order}")
-  print(format_map_table(result, per_class=args.per_class))
+  print(outputs.format_map_table(result, per_class=args.per_class))
   if args.json:
     with open(args.json, "w") as f:
       json.dump({"gt": args.gt, "detections": args.detections,
-                 **result_to_json(result)}, f, indent=1)
+                 **outputs.result_to_json(result)}, f, indent=1)
   return result
 
 

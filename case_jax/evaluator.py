@@ -18,7 +18,8 @@ import numpy as np
 
 from case_jax import data as data_lib
 from case_jax.data import ground_truth
-from case_jax import datasets, detection, evaluation, fileio, inference, report
+from case_jax import (datasets, detection_set, evaluation, fileio, inference,
+                      outputs)
 
 SNIPPET_KEYS = ("test_fb_acc", "test_H_pc", "test_H_mean_pc")
 
@@ -115,10 +116,11 @@ class Evaluator:
     # cannot change the mAP (it averages over GT classes), so they are left
     # out of scoring here (they stay in the written detections).
     scored = set(self.gt.class_names)
-    results = detection.to_result_json(
+    results = outputs.to_result_json(
         {vid: [d for d in ds if names[d["label"]] in scored]
          for vid, ds in dets.items()}, names)
-    found = evaluation.detections_from_results(results, source="<model detections>")
+    found = detection_set.detections_from_results(results,
+                                                  source="<model detections>")
     result = evaluation.evaluate_detections(
         self.gt, found, np.asarray(cfg.eval.tiou_thresholds, np.float64),
         tie_order=cfg.eval.tie_order)
@@ -132,14 +134,17 @@ class Evaluator:
     """The result files of ``run``'s output into ``out_dir``; ``extra`` goes
     into metrics.json beside the mAP and the snippet statistics.  Without
     "result" (unlabelled videos, --mode=predict) only the detections."""
-    sc = evaluated.get("scalars", {})
-    return report.write_outputs(out_dir, evaluated, {
-        **{k: sc[k] for k in SNIPPET_KEYS if k in sc}, **(extra or {})})
+    if evaluated.get("result") is None:
+      outputs.write_detection_files(out_dir, evaluated["raw"], evaluated["class_names"])
+      return {"detections": os.path.join(out_dir, outputs.DETECTIONS_JSON)}
+    sc = evaluated["scalars"]
+    return outputs.write_eval_outputs(out_dir, evaluated, {
+        **{k: sc[k] for k in SNIPPET_KEYS}, **(extra or {})})
 
   def summary_text(self, evaluated: dict, what: str) -> str:
     """The mAP table and snippet statistics of ``what`` (e.g. "checkpoint
     step 40"), for the terminal."""
     sc = evaluated["scalars"]
-    return (f"Detection mAP of {what}, {len(self.test_set)} test videos:\n" + evaluation.format_map_table(evaluated["result"]) +
+    return (f"Detection mAP of {what}, {len(self.test_set)} test videos:\n" + outputs.format_map_table(evaluated["result"]) +
             f"\nF&B snippet accuracy: {100 * sc['test_fb_acc']:.2f}%   H(P^C) "
             f"{sc['test_H_pc']:.3f}   H(mean P^C) {sc['test_H_mean_pc']:.3f} nats\n")

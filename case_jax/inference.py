@@ -70,7 +70,7 @@ class SnippetStats:
   def add(self, fg, p_c, batch) -> None:
     """fg (B, T), p_c (B, T, K) of one padded eval batch."""
     import numpy as np
-    from case_jax.evaluation import fb_accuracy
+    from case_jax.snippet_metrics import fb_accuracy
     n = float(((batch["fg_mask"] >= 0) & batch["valid"][:, None]).sum())
     self.hits += fb_accuracy(fg, batch["fg_mask"], batch["valid"]) * n
     self.total += n
@@ -79,7 +79,7 @@ class SnippetStats:
 
   def result(self) -> dict:
     import numpy as np
-    from case_jax.evaluation import clustering_entropies
+    from case_jax.snippet_metrics import clustering_entropies
     h_pc, h_mean = clustering_entropies(np.concatenate(self.p_cs),
                                         np.concatenate(self.masks))
     return {"fb_acc": self.hits / max(self.total, 1.0), "H_pc": h_pc,

@@ -1,14 +1,12 @@
 """Tests of case_jax.detection against naive, loop-by-loop transcriptions of
 the released post-processing as the notes describe it (official_code_notes.md
 §3 steps 4-9, §10 items 7-8; paper appendix E.3)."""
-import csv
-import json
 import math
-import os
 
 import numpy as np
 import pytest
 
+from case_jax import defaults
 from case_jax import detection as det
 
 try:
@@ -16,9 +14,24 @@ try:
 except ImportError:  # pragma: no cover - scipy is a test extra
   interp1d = None
 
+# The released values, written as expectations (the code takes them as
+# arguments; case_jax/defaults.py is their home, checked in the first test).
 THRESHOLDS = np.arange(0.1, 1.0, 0.1)
 LAMBDA, GAMMA = 0.15, 0.2   # the effective released values (mis-binding, notes §3 step 7)
+CLASS_THRESHOLD, SCALE = 0.25, 24
+NMS_IOU, NMS_SIGMA = 0.4, 0.35
+FPS, SNIPPET_FRAMES = 25.0, 16
 SCORE_ATOL = 1e-10          # cumulative-sum means vs np.mean: rounding only
+OIC = dict(outer_ratio=LAMBDA, video_weight=GAMMA)
+TIME_BASE = dict(fps=FPS, snippet_frames=SNIPPET_FRAMES)
+PROPOSALS = dict(scale=SCALE, thresholds=THRESHOLDS, **TIME_BASE, **OIC)
+RELEASED = dict(class_threshold=CLASS_THRESHOLD, nms="soft_released", iou_threshold=NMS_IOU,
+                sigma=NMS_SIGMA, **PROPOSALS)
+
+
+def detect(snippet, video, v_len, **overrides):
+  """detect_video with the released values, some overridden."""
+  return det.detect_video(snippet, video, v_len, **{**RELEASED, **overrides})
 
 
 # ---------------------------------------------------------------------------
@@ -114,6 +127,24 @@ def _fake_scores(rng, t=120, c=6, noise=0.15):
 
 
 # ---------------------------------------------------------------------------
+# The config holds the released values.
+
+def test_config_defaults_are_the_released_values():
+  c = defaults.base_config()
+  inf = c.inference
+  assert (inf.class_threshold, inf.scale, inf.thresholds) == (CLASS_THRESHOLD, SCALE, "released")
+  assert (inf.outer_ratio, inf.video_weight) == (LAMBDA, GAMMA)
+  assert (inf.nms, inf.nms_iou, inf.nms_sigma) == ("soft_released", NMS_IOU, NMS_SIGMA)
+  assert (c.data.fps, c.data.snippet_frames) == (FPS, SNIPPET_FRAMES)
+  assert det.proposal_thresholds(inf.thresholds) is det.RELEASED_THRESHOLDS
+  np.testing.assert_array_equal(det.proposal_thresholds([0.5, 0.25]), [0.5, 0.25])
+  with pytest.raises(ValueError, match="released"):
+    det.proposal_thresholds("paper")
+  with pytest.raises(ValueError, match="shape"):
+    det.proposal_thresholds([[0.1]])
+
+
+# ---------------------------------------------------------------------------
 # Classes, upsampling, thresholds.
 
 def test_select_classes_threshold_inclusive_and_argmax_fallback():
@@ -123,9 +154,9 @@ def test_select_classes_threshold_inclusive_and_argmax_fallback():
   rng = np.random.default_rng(0)
   for _ in range(50):
     v = rng.random(20) * 0.4
-    np.testing.assert_array_equal(det.select_classes(v), naive_select(v))
+    np.testing.assert_array_equal(det.select_classes(v, CLASS_THRESHOLD), naive_select(v))
   with pytest.raises(ValueError, match="shape"):
-    det.select_classes(np.zeros((2, 3)))
+    det.select_classes(np.zeros((2, 3)), CLASS_THRESHOLD)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -169,7 +200,7 @@ def test_released_threshold_values_used_as_is():
 def test_proposal_runs_match_np_split_grouping():
   rng = np.random.default_rng(2)
   for _ in range(30):
-    up = det.upsample(_fake_scores(rng, t=60, c=1)[:, 0])
+    up = det.upsample(_fake_scores(rng, t=60, c=1)[:, 0], SCALE)
     for thr in THRESHOLDS:
       for quirk in (True, False):
         assert det.proposal_runs(up, thr, quirk) == naive_runs(up, thr, quirk)
@@ -188,19 +219,20 @@ def test_proposal_runs_zero_only_quirk():
 # ---------------------------------------------------------------------------
 # OIC score.
 
-def test_oic_defaults_are_the_effective_released_values():
+def test_oic_with_the_effective_released_values():
   up = np.linspace(0, 1, 40)
-  assert det.oic_score(up, 10, 19, 0.5) == pytest.approx(naive_oic(up, 10, 19, 0.5, 0.15, 0.2),
+  assert det.oic_score(up, 10, 19, 0.5, **OIC) == pytest.approx(
+      naive_oic(up, 10, 19, 0.5, 0.15, 0.2),
                                                          abs=SCORE_ATOL)
   # The names say which is which: 0.2 weights the video score.
-  a = det.oic_score(up, 10, 19, 0.0)
-  b = det.oic_score(up, 10, 19, 1.0)
+  a = det.oic_score(up, 10, 19, 0.0, **OIC)
+  b = det.oic_score(up, 10, 19, 1.0, **OIC)
   assert b - a == pytest.approx(0.2, abs=1e-12)
 
 
 def test_oic_matches_naive_on_random_runs():
   rng = np.random.default_rng(3)
-  up = det.upsample(_fake_scores(rng, t=80, c=1)[:, 0])
+  up = det.upsample(_fake_scores(rng, t=80, c=1)[:, 0], SCALE)
   n = up.size
   for _ in range(300):
     s = int(rng.integers(0, n))
@@ -214,21 +246,22 @@ def test_oic_matches_naive_on_random_runs():
 def test_oic_edge_cases():
   up = np.array([0.9, 0.8, 0.1, 0.2, 0.6, 0.7, 0.3, 0.4, 0.5, 0.0])
   # Whole video: both outer parts empty -> outer 0.
-  assert det.oic_score(up, 0, 9, 0.5) == pytest.approx(up.mean() + 0.1, abs=1e-12)
+  assert det.oic_score(up, 0, 9, 0.5, **OIC) == pytest.approx(up.mean() + 0.1, abs=1e-12)
   # Run at the start, length 2: int(0 - 0.3) = 0 (no left part); right
   # int(1 + 0.3) = 1 -> empty too.
-  assert det.oic_score(up, 0, 1, 0.0) == pytest.approx(0.85, abs=1e-12)
+  assert det.oic_score(up, 0, 1, 0.0, **OIC) == pytest.approx(0.85, abs=1e-12)
   # Run at the end, length 7 (reach 1.05): left int(3 - 1.05) = 1 -> [1, 2]; right clipped.
-  assert det.oic_score(up, 3, 9, 0.0) == pytest.approx(up[3:].mean() - 0.45, abs=1e-12)
+  assert det.oic_score(up, 3, 9, 0.0, **OIC) == pytest.approx(up[3:].mean() - 0.45, abs=1e-12)
   # int() truncation toward zero: s = 1, n = 10, reach 1.5 -> int(-0.5) = 0 -> [0, 0].
   up2 = np.arange(12, dtype=np.float64)
-  assert det.oic_score(up2, 1, 10, 0.0) == pytest.approx(5.5 - (0 + 11) / 2, abs=1e-12)
+  assert det.oic_score(up2, 1, 10, 0.0, **OIC) == pytest.approx(5.5 - (0 + 11) / 2, abs=1e-12)
   for s, e in ((0, 1), (3, 9), (0, 9), (4, 4), (9, 9), (0, 0)):
-    assert det.oic_score(up, s, e, 0.3) == pytest.approx(naive_oic(up, s, e, 0.3), abs=1e-12)
+    assert det.oic_score(up, s, e, 0.3, **OIC) == pytest.approx(naive_oic(up, s, e, 0.3),
+                                                                abs=1e-12)
   with pytest.raises(ValueError, match="start"):
-    det.oic_score(up, 5, 10, 0.0)
+    det.oic_score(up, 5, 10, 0.0, **OIC)
   with pytest.raises(ValueError, match="outer_ratio"):
-    det.oic_score(up, 0, 1, 0.0, outer_ratio=-0.1)
+    det.oic_score(up, 0, 1, 0.0, outer_ratio=-0.1, video_weight=GAMMA)
 
 
 # ---------------------------------------------------------------------------
@@ -239,7 +272,7 @@ def test_generate_proposals_match_naive_pipeline():
   snippet = _fake_scores(rng, t=100, c=5)
   video = rng.random(5).astype(np.float32)
   classes = [0, 2, 4]
-  got = det.generate_proposals(snippet, video, classes, 333)
+  got = det.generate_proposals(snippet, video, classes, 333, **PROPOSALS)
   want = naive_proposals(snippet, video, classes, 333)
   assert list(got) == list(want)
   for c in want:
@@ -253,18 +286,19 @@ def test_time_mapping_when_v_len_differs_from_t():
   t, v_len = 10, 37
   snippet = np.zeros((t, 2), np.float32)
   snippet[3:6, 1] = 1.0
-  props = det.generate_proposals(snippet, np.array([0.0, 1.0]), [0, 1], v_len)
+  props = det.generate_proposals(snippet, np.array([0.0, 1.0]), [0, 1], v_len, **PROPOSALS)
   assert list(props) == [1]                   # class 0 has no position >= 0.1
   factor = 16 * v_len / (24 * t * 25)
-  assert det.time_factor(v_len, t) == factor
-  up = det.upsample(snippet[:, 1])
+  assert det.time_factor(v_len, t, scale=SCALE, **TIME_BASE) == factor
+  up = det.upsample(snippet[:, 1], SCALE)
   for (score, t0, t1) in props[1]:
     assert t0 / factor == pytest.approx(round(t0 / factor))
   first = det.proposal_runs(up, THRESHOLDS[0])
   assert props[1][0, 1] == first[0][0] * factor
   assert props[1][0, 2] == (first[0][1] + 1) * factor
   # num_segments overrides T in the mapping only.
-  other = det.generate_proposals(snippet, np.array([0.0, 1.0]), [1], v_len, num_segments=20)
+  other = det.generate_proposals(snippet, np.array([0.0, 1.0]), [1], v_len, num_segments=20,
+                                 **PROPOSALS)
   np.testing.assert_allclose(other[1][:, 1:], props[1][:, 1:] / 2, rtol=1e-15)
   np.testing.assert_array_equal(other[1][:, 0], props[1][:, 0])
 
@@ -274,7 +308,7 @@ def test_time_mapping_when_v_len_differs_from_t():
 
 def test_soft_nms_hand_case():
   props = np.array([[0.9, 0.0, 1.0], [0.8, 0.5, 2.0], [0.6, 1.2, 3.0]])
-  out = det.soft_nms_released(props)
+  out = det.soft_nms_released(props, NMS_IOU, NMS_SIGMA)
   # P1 vs P2, "+1" IoU: inter 1 - 0.5 + 1 = 1.5, union 2 + 2.5 - 1.5 = 3 -> 0.5: decayed.
   # P1 vs P3: inter 0.8, union 4 -> 0.2: stays and is picked next.  P2 would
   # overlap P3 by 0.514, but decayed proposals are never compared again.
@@ -286,16 +320,17 @@ def test_soft_nms_hand_case():
 def test_soft_nms_plus_one_iou_and_nothing_discarded():
   # Disjoint in seconds yet overlapping under "+1": inter 1 - 1.05 + 1 = 0.95,
   # union 2 + 1.05 - 0.95 = 2.1 -> IoU 0.452 (0 without the "+1").
-  out = det.soft_nms_released(np.array([[0.9, 0.0, 1.0], [0.5, 1.05, 1.1]]))
+  out = det.soft_nms_released(np.array([[0.9, 0.0, 1.0], [0.5, 1.05, 1.1]]), NMS_IOU,
+                              NMS_SIGMA)
   iou = (1.0 - 1.05 + 1) / (2.0 + (1.1 - 1.05 + 1) - (1.0 - 1.05 + 1))
   assert iou == pytest.approx(0.95 / 2.1) and iou >= 0.4
   np.testing.assert_allclose(out[1, 0], 0.5 * math.exp(-iou ** 2 / 0.35), rtol=1e-15)
   # Duplicates (the same run at several thresholds) all come back, decayed once.
   dup = np.array([[0.7, 2.0, 5.0]] * 4 + [[0.3, 10.0, 12.0]])
-  out = det.soft_nms_released(dup)
+  out = det.soft_nms_released(dup, NMS_IOU, NMS_SIGMA)
   assert out.shape == dup.shape
   np.testing.assert_allclose(np.sort(out[:, 0]), np.sort([0.7, 0.3] + [0.7 * math.exp(-1 / 0.35)] * 3))
-  assert det.soft_nms_released(np.zeros((0, 3))).shape == (0, 3)
+  assert det.soft_nms_released(np.zeros((0, 3)), NMS_IOU, NMS_SIGMA).shape == (0, 3)
 
 
 def test_soft_nms_matches_naive_loop():
@@ -305,7 +340,8 @@ def test_soft_nms_matches_naive_loop():
     starts = rng.uniform(0, 30, m)
     props = np.stack([rng.random(m), starts, starts + rng.uniform(0.1, 8, m)], 1)
     props = np.concatenate([props, props[: m // 3]])          # exact ties, as in real pools
-    np.testing.assert_array_equal(det.soft_nms_released(props), np.array(naive_basnet_nms(props)))
+    np.testing.assert_array_equal(det.soft_nms_released(props, NMS_IOU, NMS_SIGMA),
+                                  np.array(naive_basnet_nms(props)))
     np.testing.assert_array_equal(det.soft_nms_released(props, 0.7, 0.5),
                                   np.array(naive_basnet_nms(props, 0.7, 0.5)))
 
@@ -317,19 +353,19 @@ def test_hard_nms_hand_case():
   # [0, 4]: IoU with [0, 10] is exactly 0.4 -> gone (>= threshold).
   np.testing.assert_array_equal(out, props[[1, 2]])
   np.testing.assert_array_equal(det.hard_nms(props, 0.41), props[[1, 2, 3]])
-  assert det.hard_nms(np.zeros((0, 3))).shape == (0, 3)
+  assert det.hard_nms(np.zeros((0, 3)), NMS_IOU).shape == (0, 3)
   with pytest.raises(ValueError, match="shape"):
-    det.hard_nms(np.zeros((3, 2)))
+    det.hard_nms(np.zeros((3, 2)), NMS_IOU)
 
 
 # ---------------------------------------------------------------------------
-# One video, result files.
+# One video.
 
 def test_detect_video_matches_naive_pipeline():
   rng = np.random.default_rng(6)
   snippet = _fake_scores(rng, t=90, c=8)
   video = np.array([0.3, 0.01, 0.6, 0.1, 0.25, 0.0, 0.2, 0.05], np.float32)
-  dets = det.detect_video(snippet, video, v_len=140)
+  dets = detect(snippet, video, v_len=140)
   want = []
   for c, props in naive_proposals(snippet, video, naive_select(video), 140).items():
     want += [(c, p) for p in naive_basnet_nms(props)]
@@ -344,71 +380,18 @@ def test_detect_video_options():
   rng = np.random.default_rng(7)
   snippet = _fake_scores(rng, t=60, c=3)
   video = np.array([0.9, 0.1, 0.5], np.float32)
-  full = det.detect_video(snippet, video, 60)
-  raw = det.detect_video(snippet, video, 60, nms="none")
+  full = detect(snippet, video, 60)
+  raw = detect(snippet, video, 60, nms="none")
   assert len(full) == len(raw)                # soft-NMS discards nothing
-  hard = det.detect_video(snippet, video, 60, nms="hard")
+  hard = detect(snippet, video, 60, nms="hard")
   assert 0 < len(hard) < len(raw)
-  capped = det.detect_video(snippet, video, 60, max_detections=5)
+  capped = detect(snippet, video, 60, max_detections=5)
   assert len(capped) == 5
   top = sorted((d["score"] for d in full), reverse=True)[:5]
   assert sorted((d["score"] for d in capped), reverse=True) == top
   with pytest.raises(ValueError, match="nms"):
-    det.detect_video(snippet, video, 60, nms="soft")
+    detect(snippet, video, 60, nms="soft")
   with pytest.raises(ValueError, match="non-finite"):
-    det.detect_video(np.full((60, 3), np.nan), video, 60)
-  assert det.detect_video(np.zeros((60, 3)), video, 60) == []
+    detect(np.full((60, 3), np.nan), video, 60)
+  assert detect(np.zeros((60, 3)), video, 60) == []
 
-
-def _sample_detections():
-  return {
-      "video_a": [{"label": 1, "score": 0.5, "segment": [1.0, 2.5]},
-                  {"label": 0, "score": 0.25, "segment": [3.0, 4.0]}],
-      "video_b": [],
-      "video_c": [{"label": 1, "score": 0.75, "segment": [0.0, 0.64]}],
-  }
-
-
-def test_result_json_format():
-  res = det.to_result_json(_sample_detections(), ["Run", "Jump"])
-  assert set(res) == {"version", "results", "external_data"}
-  assert res["version"] == "VERSION 1.3" and res["external_data"] == {}
-  assert list(res["results"]) == ["video_a", "video_c"]        # empty video absent
-  assert res["results"]["video_a"][0] == {"label": "Jump", "score": 0.5, "segment": [1.0, 2.5]}
-  assert res["results"]["video_c"] == [{"label": "Jump", "score": 0.75, "segment": [0.0, 0.64]}]
-  with pytest.raises(ValueError, match="out of range"):
-    det.to_result_json({"v": [{"label": 5, "score": 1.0, "segment": [0, 1]}]}, ["Run"])
-
-
-def test_write_results_json_and_csv(tmp_path):
-  pj, pc = tmp_path / "out" / "result.json", tmp_path / "out" / "result.csv"
-  res = det.write_results(pj, pc, _sample_detections(), ["Run", "Jump"])
-  assert json.loads(pj.read_text()) == res
-  with open(pc, newline="") as f:
-    rows = list(csv.reader(f))
-  assert rows == [["video", "label", "start", "end", "score"],
-                  ["video_a", "Jump", "1.0", "2.5", "0.5"],
-                  ["video_a", "Run", "3.0", "4.0", "0.25"],
-                  ["video_c", "Jump", "0.0", "0.64", "0.75"]]
-  assert sorted(os.listdir(pj.parent)) == ["result.csv", "result.json"]
-
-
-def test_write_results_is_atomic(tmp_path, monkeypatch):
-  pj, pc = tmp_path / "result.json", tmp_path / "result.csv"
-
-  def broken_dump(obj, f, **kw):
-    f.write('{"version": "VERS')               # a partial write, then failure
-    raise RuntimeError("disk full")
-
-  monkeypatch.setattr(json, "dump", broken_dump)
-  with pytest.raises(RuntimeError, match="disk full"):
-    det.write_results(pj, pc, _sample_detections(), ["Run", "Jump"])
-  assert os.listdir(tmp_path) == []           # no partial file, no temp file
-  monkeypatch.undo()
-  det.write_results(pj, None, _sample_detections(), ["Run", "Jump"])
-  before = pj.read_text()
-  monkeypatch.setattr(json, "dump", broken_dump)
-  with pytest.raises(RuntimeError):
-    det.write_results(pj, None, {"x": []}, ["Run", "Jump"])
-  assert pj.read_text() == before             # the old file survives a failed rewrite
-  assert os.listdir(tmp_path) == ["result.json"]

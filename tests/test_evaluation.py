@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import pytest
 
+from case_jax import detection_set
 from case_jax import evaluation as ev
 from case_jax.data import ground_truth as gtm
 
@@ -134,7 +135,7 @@ def _results(dets):
 
 def _evaluate(gt_json, result_json, thresholds, tie_order="numpy", subset="test"):
   gt = gtm.ground_truth_from_dict(gt_json, subset)
-  return ev.evaluate_detections(gt, ev.detections_from_results(result_json),
+  return ev.evaluate_detections(gt, detection_set.detections_from_results(result_json),
                                 thresholds, tie_order=tie_order)
 
 
@@ -268,11 +269,11 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
   with pytest.raises(ValueError, match="subsets present"):
     gtm.ground_truth_from_dict(gt, subset="testing")
   with pytest.raises(ValueError, match="NaN"):
-    ev.detections_from_arrays(["v"], ["A"], [float("nan")], [[0, 1]])
+    detection_set.detections_from_arrays(["v"], ["A"], [float("nan")], [[0, 1]])
   with pytest.raises(ValueError, match="tie_order"):
     _evaluate(gt, _results([("v", "A", 0.9, 0, 10)]), [0.5], tie_order="fast")
   with pytest.raises(ValueError, match="class_names"):
-    ev.detections_from_arrays(["v"], [0], [0.5], [[0, 1]])
+    detection_set.detections_from_arrays(["v"], [0], [0.5], [[0, 1]])
   with pytest.raises(FileNotFoundError, match="missing W-TALC"):
     ev.load_ground_truth(str(tmp_path))
 
@@ -302,7 +303,7 @@ def test_per_class_routine_agrees_with_evaluate():
   gt_json, res = _random_fixture(rng)
   gt = gtm.ground_truth_from_dict(gt_json)
   out = ev.evaluate_detections(gt, res, ev.THUMOS_TIOUS, tie_order="stable")
-  dets = ev.detections_from_results(res)
+  dets = detection_set.detections_from_results(res)
   for c, name in enumerate(gt.class_names):
     video, start, end = gt.for_class(c)
     mine = dets.labels == name
@@ -399,7 +400,7 @@ def test_real_wtalc_arrays_agree_with_gt_json():
     assert all(sorted(pa[v]) == sorted(pb[v]) for v in pa)
     assert by_video_and_class(a) == by_video_and_class(b)
     # So any detections score the same against either file.
-    dets = ev.detections_from_arrays(
+    dets = detection_set.detections_from_arrays(
         [b.video_ids[v] for v in b.video], [b.class_names[c] for c in b.label],
         np.round(np.linspace(1, 0.5, len(b.video)), 2), b.segments + 0.3)
     maps = [ev.evaluate_detections(gt, dets)["map"] for gt in (a, b)]
@@ -421,7 +422,7 @@ def test_split_check_warns_on_disagreement():
 
 
 # ---------------------------------------------------------------------------
-# Output, CLI, clustering entropies.
+# CLI.
 # ---------------------------------------------------------------------------
 def test_cli_prints_table_and_writes_json(tmp_path, capsys):
   gt_path, pred_path, out_path = (tmp_path / n for n in ("gt.json", "p.json", "o.json"))
@@ -438,30 +439,3 @@ def test_cli_prints_table_and_writes_json(tmp_path, capsys):
   with pytest.raises(SystemExit):
     ev.main([str(gt_path), str(pred_path), "--tiou", "0.1-0.7"])
 
-
-def test_format_map_table_rows():
-  res = {"tiou_thresholds": ev.THUMOS_TIOUS, "map": np.linspace(0.7, 0.1, 7),
-         "summary": {"AVG(0.1:0.5)": 0.5}, "average_map": 0.4,
-         "class_names": ["A"], "ap": np.zeros((7, 1))}
-  lines = ev.format_map_table(res, per_class=True).splitlines()
-  assert lines[0].split() == ["tIoU"] + [f"{t:.2f}" for t in ev.THUMOS_TIOUS]
-  assert lines[1].split()[-1] == "10.00" and lines[2].split()[-1] == "50.00"
-  assert lines[3].split()[-1] == "40.00" and lines[-1].startswith("A")
-
-
-def test_clustering_entropies():
-  k = 5
-  h, h_mean = ev.clustering_entropies(np.full((7, k), 1 / k))
-  assert h == pytest.approx(np.log(k)) and h_mean == pytest.approx(np.log(k))
-  one_hot = np.eye(k)[np.arange(10) % k]                  # confident, balanced
-  assert ev.clustering_entropies(one_hot) == pytest.approx((0.0, np.log(k)))
-  collapsed = np.eye(k)[np.zeros(10, int)]               # everything in one
-  assert ev.clustering_entropies(collapsed) == pytest.approx((0.0, 0.0))
-  p = np.array([[0.5, 0.5, 0], [1, 0, 0]])
-  h, h_mean = ev.clustering_entropies(p)
-  assert h == pytest.approx(np.log(2) / 2)
-  assert h_mean == pytest.approx(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25)))
-  batched = np.stack([p, np.full((2, 3), 1 / 3)])         # (B, T, K), mask pad
-  assert ev.clustering_entropies(batched, mask=[[1, 1], [0, 0]]) == pytest.approx((h, h_mean))
-  with pytest.raises(ValueError, match="softmax"):
-    ev.clustering_entropies(np.ones((3, 4)))

@@ -1,0 +1,123 @@
+"""The detections an evaluation scores: a flat, input-ordered container and its
+readers (arrays, a parsed ActivityNet result json, a result file).
+
+Not to be confused with case_jax/detection.py, which *produces* detections
+from snippet scores; this module only holds and parses them for
+case_jax/evaluation.py.  Units: segments in seconds, ``[start, end]``;
+N detections.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Detections:
+  """Detections in input order (the order matters for ties).
+
+  video_ids: (N,) str; labels: (N,) str class names; scores: (N,) float64;
+  segments: (N, 2) float64 ``[start, end]`` seconds; source: for messages.
+  """
+  video_ids: np.ndarray
+  labels: np.ndarray
+  scores: np.ndarray
+  segments: np.ndarray
+  source: str = "<arrays>"
+
+  def __post_init__(self):
+    n = len(self.scores)
+    if not (len(self.video_ids) == len(self.labels) == n
+            and self.segments.shape == (n, 2)):
+      raise ValueError(f"{self.source}: detections need video_ids, labels, "
+                       f"scores of shape (N,) and segments (N, 2); got "
+                       f"{len(self.video_ids)}, {len(self.labels)}, {n}, "
+                       f"{self.segments.shape}")
+    bad = np.flatnonzero(np.isnan(self.scores) | np.isnan(self.segments).any(1))
+    if bad.size:
+      # The official code would rank NaN scores arbitrarily and count a NaN
+      # tIoU as a match; reject instead.
+      raise ValueError(f"{self.source}: {bad.size} detection(s) with a NaN score "
+                       f"or segment (first: video {self.video_ids[bad[0]]!r}); "
+                       "drop or fix them before evaluating")
+
+  def __len__(self) -> int:
+    return len(self.scores)
+
+
+def checked_segment(segment, where: str) -> tuple[float, float]:
+  """``[s, e]`` (numbers or numeric strings, as in BaS-Net's copy) -> floats.
+
+  The ground-truth readers apply the same rule to GT segments.
+  """
+  try:
+    start, end = (float(x) for x in segment)
+  except (TypeError, ValueError) as err:
+    raise ValueError(f"{where}: segment must be [start, end] in seconds, got "
+                     f"{segment!r}") from err
+  if math.isnan(start) or math.isnan(end):
+    raise ValueError(f"{where}: NaN in segment {segment!r}")
+  return start, end
+
+
+def detections_from_arrays(video_ids, labels, scores, segments, *,
+                           class_names: Optional[Sequence[str]] = None,
+                           source: str = "<arrays>") -> Detections:
+  """Detections from in-memory arrays.
+
+  video_ids: (N,) str; labels: (N,) class names, or int indices into
+  ``class_names`` (required then: the GT class order is first-appearance,
+  not the dataset's class list); scores: (N,); segments: (N, 2) seconds.
+  """
+  labels = np.asarray(labels)
+  if labels.size and np.issubdtype(labels.dtype, np.integer):
+    if class_names is None:
+      raise ValueError(f"{source}: integer labels need class_names= to map them "
+                       "to class names")
+    labels = np.asarray(class_names, dtype=object)[labels]
+  return Detections(
+      video_ids=np.asarray(video_ids, dtype=object).reshape(-1),
+      labels=np.asarray(labels, dtype=object).reshape(-1),
+      scores=np.asarray(scores, np.float64).reshape(-1),
+      segments=np.asarray(segments, np.float64).reshape(-1, 2),
+      source=source)
+
+
+def detections_from_results(data: Mapping, source: str = "<dict>") -> Detections:
+  """Detections from a parsed ActivityNet result json.
+
+  ``{"version", "results": {vid: [{"label", "score", "segment": [s, e]}]},
+  "external_data"}``; only ``results`` is read (CASE's evaluator copy does not
+  require ``external_data`` either).  Order: videos, then detections, as in
+  the file.
+  """
+  if not isinstance(data, Mapping) or "results" not in data:
+    raise ValueError(f"{source}: not an ActivityNet result json (no 'results' "
+                     "key); expected {'results': {vid: [{'label', 'score', "
+                     "'segment'}]}}")
+  vids, labels, scores, segs = [], [], [], []
+  for vid, dets in data["results"].items():
+    for i, det in enumerate(dets):
+      try:
+        labels.append(det["label"])
+        scores.append(float(det["score"]))
+        segs.append(checked_segment(det["segment"],
+                                    f"{source}: video {vid!r} detection {i}"))
+      except (KeyError, TypeError) as err:
+        raise ValueError(f"{source}: video {vid!r} detection {i} needs 'label', "
+                         f"'score' and 'segment', got {det!r}") from err
+      vids.append(vid)
+  return detections_from_arrays(vids, np.array(labels, dtype=object), scores,
+                                np.array(segs, np.float64).reshape(-1, 2),
+                                source=source)
+
+
+def load_detections(path: str) -> Detections:
+  """Detections from an ActivityNet result json file (CASE's *_result.json)."""
+  with open(path) as f:
+    data = json.load(f)
+  return detections_from_results(data, source=str(path))
