@@ -8,7 +8,6 @@ how many proposals the scores produce; an untrained model produces many).
 Writes benchmarks/results/inference_speed_<hostname>.json.
 """
 import argparse
-import json
 import os
 import socket
 import time
@@ -16,6 +15,7 @@ import time
 import jax
 import numpy as np
 
+from benchmarks import harness
 from case_jax import defaults, evaluation, model as model_lib, report, train
 from case_jax.data import VideoRecord, Segment
 
@@ -72,11 +72,7 @@ def main(argv=None):
          "date": time.strftime("%Y-%m-%d %H:%M:%S")}
   print(f"{args.videos} THUMOS-size videos: detect + evaluate {total:.2f} s "
         f"({n_det} detections; goal < 10 s; load {os.getloadavg()[0]:.2f})")
-  path = args.json or os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                   "results", f"inference_speed_{socket.gethostname()}.json")
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  json.dump(row, open(path, "w"), indent=2)
-  print(f"wrote {path}")
+  harness.write_json(harness.results_path("inference_speed", args.json), row, indent=2)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import re
@@ -65,13 +64,9 @@ import time
 
 import numpy as np
 
-from benchmarks import train_step
-from benchmarks.train_step import (C, D, E, K, _cpu_name, _rss_mb, calib_gflops,
-                                   loadavg, make_batch, wait_quiet)
+from benchmarks import harness
+from benchmarks.train_step import TERMS, C, D, E, K, make_batch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-TERMS = ("loss", "L_V", "L_A", "L_C", "L_R")
 CAVEAT = ("Simulated devices (--xla_force_host_platform_device_count) share the "
           "same physical CPU cores: these numbers show the overhead of splitting "
           "the step and of its collectives, not a speed-up.")
@@ -256,8 +251,8 @@ def scaling_worker(spec: dict) -> dict:
         _block((rstate, m))
       states[name] = rstate
       entry[name] = v
-    entry["calib_gflops_before"] = calib_gflops(3)
-    entry["load_at_timing"] = loadavg()
+    entry["calib_gflops_before"] = harness.calib_gflops(3)
+    entry["load_at_timing"] = harness.loadavg()
     times = {name: [] for name in compiled}
     for _ in range(spec["steps"]):
       # interleaved: one step of each variant in turn
@@ -266,7 +261,7 @@ def scaling_worker(spec: dict) -> dict:
         states[name], m = compiled[name](states[name], batch)
         _block((states[name], m))
         times[name].append(time.perf_counter() - t0)
-    entry["calib_gflops_after"] = calib_gflops(3)
+    entry["calib_gflops_after"] = harness.calib_gflops(3)
     for name, ts in times.items():
       entry[name]["step_times_s"] = ts
       entry[name]["ms_per_step"] = float(np.median(ts) * 1e3)
@@ -277,7 +272,7 @@ def scaling_worker(spec: dict) -> dict:
                                             for q in (25, 75)]
     res["configs"][str(global_b)] = entry
     del states, compiled
-  res["peak_rss_mb"] = _rss_mb()
+  res["peak_rss_mb"] = harness.peak_rss_mb()
   return res
 
 
@@ -293,8 +288,8 @@ def run_worker(spec: dict, env_extra: dict, timeout: int = 1800) -> dict:
   """One worker of this module in a fresh interpreter (its own XLA flags);
   the environment is the caller's plus ``env_extra`` (``--real`` keeps the
   accelerators visible)."""
-  return train_step.run_worker(spec, env_extra, timeout,
-                               module="benchmarks.scaling", cpu_only=False)
+  return harness.run_worker("benchmarks.scaling", spec, env_extra, timeout,
+                            cpu_only=False)
 
 
 def _sim_env(n: int) -> dict:
@@ -462,16 +457,11 @@ def main(argv=None):
                  "whose numpy matmul check fell below --min-calib x the best seen "
                  "(another process was running)")
   p.add_argument("--min-calib", type=float, default=0.8)
-  p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-  p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+  harness.add_worker_args(p)
   args = p.parse_args(argv)
 
   if args.worker:
-    spec = json.loads(args.worker)
-    fn = {"scaling": scaling_worker, "info": info_worker}[spec["kind"]]
-    with open(args.worker_out, "w") as f:
-      json.dump(fn(spec), f)
-    return 0
+    return harness.serve_worker(args, {"scaling": scaling_worker, "info": info_worker})
 
   t = args.segments or (128 if args.quick else 750)
   steps = args.steps or (4 if args.quick else 20)
@@ -504,7 +494,7 @@ def main(argv=None):
 
   report = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": socket.gethostname(),
             "command": "python -m benchmarks.scaling " + " ".join(argv or sys.argv[1:]),
-            "cpu": _cpu_name(), "cores": os.cpu_count(),
+            "cpu": harness.cpu_name(), "cores": os.cpu_count(),
             "python": platform.python_version(), "mode": "real" if args.real else "simulated",
             "device_note": note, "device_counts": counts, "segments": t,
             "shape": dict(T=t, D=D, classes=C, clusters=K, embed=E),
@@ -514,7 +504,7 @@ def main(argv=None):
                        else "Real devices: step times include the collectives over "
                        "the interconnect; compare against n=1.")}
   print(note, flush=True)
-  ref_calib = calib_gflops()
+  ref_calib = harness.calib_gflops()
   report["calib_gflops_at_start"] = ref_calib
   for n in counts:
     batches = sorted({args.weak_per_device * n, args.strong_global})
@@ -522,8 +512,8 @@ def main(argv=None):
             "steps": steps, "warmup": warmup}
     rejected = []
     for attempt in range(args.retries + 1):
-      load_before = (wait_quiet(args.wait_quiet, args.quiet_load) if args.wait_quiet
-                     else loadavg())
+      load_before = (harness.wait_quiet(args.wait_quiet, args.quiet_load) if args.wait_quiet
+                     else harness.loadavg())
       t0 = time.perf_counter()
       res = run_worker(spec, env_of(n))
       res["wall_s"] = time.perf_counter() - t0
@@ -563,11 +553,8 @@ def main(argv=None):
       s["local_L_C"] = max(d["L_C"] for d in ld)
     report["sanity_max_abs_diff"] = s
   _print_tables(report)
-  out = args.json or os.path.join(HERE, "results", f"scaling_{socket.gethostname()}.json")
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  with open(out, "w") as f:
-    json.dump(report, f, indent=1)
-  print(f"\nwrote {out}")
+  print()
+  harness.write_json(harness.results_path("scaling", args.json), report)
   return 0
 
 
