@@ -64,91 +64,12 @@ import time
 
 import numpy as np
 
-from benchmarks import harness
+from benchmarks import harness, hlo_collectives
 from benchmarks.train_step import TERMS, C, D, E, K, make_batch
 
 CAVEAT = ("Simulated devices (--xla_force_host_platform_device_count) share the "
           "same physical CPU cores: these numbers show the overhead of splitting "
           "the step and of its collectives, not a speed-up.")
-
-
-# =============================================================================
-# Collectives in the compiled HLO.
-# =============================================================================
-_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
-                "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8}
-_COLLECTIVES = ("all-reduce", "all-reduce-start", "all-gather", "all-gather-start",
-                "reduce-scatter", "collective-permute", "collective-permute-start",
-                "all-to-all")
-_COMP_RE = re.compile(r"^(ENTRY )?%(\S+) \(.*\{\s*$")
-_OP_RE = re.compile(r"^\s*(?:ROOT )?%\S+ = (?P<shape>.+?) (?P<op>[a-z\-]+)\(")
-
-
-def _shape_bytes(shape: str) -> int:
-  """Bytes of an HLO shape string, e.g. '(f32[16,512]{1,0}, f32[])'."""
-  total = 0
-  for dtype, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", shape):
-    if dtype in _DTYPE_BYTES:
-      total += _DTYPE_BYTES[dtype] * int(np.prod([int(d) for d in dims.split(",") if d]))
-  return total
-
-
-def collectives(hlo: str, num_devices: int) -> dict:
-  """Collectives of one device's optimised HLO program.
-
-  Returns per kind ("all-reduce", "all-gather", ...): ``static`` (ops in the
-  text), ``executed`` (per step: an op inside a while body counts once per
-  known trip), ``bytes`` (per step and device: the operands' sizes; for an
-  all-reduce the result shape, for an all-gather the result / n), plus
-  ``unknown_trip_loops`` (collectives in loops of unknown trip count,
-  counted once).
-  """
-  comps, edges, name = {}, {}, None
-  for line in hlo.splitlines():
-    m = _COMP_RE.match(line)
-    if m:
-      name = "ENTRY" if m.group(1) else m.group(2)
-      comps[name], edges[name] = [], []
-      continue
-    if name is None or line.startswith("}"):
-      continue
-    op = _OP_RE.match(line)
-    if not op:
-      continue
-    kind = op.group("op")
-    if kind in _COLLECTIVES:
-      nbytes = _shape_bytes(op.group("shape"))
-      if kind.startswith("all-gather"):
-        nbytes //= max(num_devices, 1)   # the result is n operands
-      comps[name].append((kind.replace("-start", ""), nbytes))
-    elif kind == "while":
-      trip = re.search(r'"known_trip_count":\{"n":"(\d+)"', line)
-      trip = int(trip.group(1)) if trip else None
-      for key, extra in (("body", 0), ("condition", 1)):
-        callee = re.search(key + r"=%([\w.\-]+)", line)
-        if callee:
-          edges[name].append((callee.group(1), None if trip is None else trip + extra))
-    else:
-      # fusions, calls, conditionals: executed (at most) once when reached
-      callees = re.findall(r"(?:to_apply|calls|true_computation|false_computation)"
-                           r"=%([\w.\-]+)", line)
-      for group in re.findall(r"branch_computations=\{([^}]*)\}", line):
-        callees += re.findall(r"%([\w.\-]+)", group)
-      edges[name].extend((c, 1) for c in callees)
-  out: dict = {"unknown_trip_loops": 0}
-  stack = [("ENTRY", 1, False)]
-  while stack:   # the call graph is a DAG: walk every path from ENTRY
-    comp, mult, unknown = stack.pop()
-    for kind, nbytes in comps.get(comp, ()):
-      d = out.setdefault(kind, {"static": 0, "executed": 0, "bytes": 0})
-      d["static"] += 1
-      d["executed"] += mult
-      d["bytes"] += mult * nbytes
-      out["unknown_trip_loops"] += int(unknown)
-    for callee, trip in edges.get(comp, ()):
-      stack.append((callee, mult * (1 if trip is None else trip),
-                    unknown or trip is None))
-  return out
 
 
 # =============================================================================
@@ -241,7 +162,7 @@ def scaling_worker(spec: dict) -> dict:
       t0 = time.perf_counter()
       compiled[name] = low.compile()
       v = {"compile_s": lower_s[name] + time.perf_counter() - t0}
-      v["collectives"] = collectives(compiled[name].as_text(), n)
+      v["collectives"] = hlo_collectives.count(compiled[name].as_text(), n)
       rstate = train.replicate(state0, devices)
       rstate, m = compiled[name](rstate, batch)       # the sanity values
       _block((rstate, m))
@@ -335,7 +256,8 @@ def _rows(report) -> list:
                              else b["ms_per_step"] * b["n"] / (ms * n))
       if "local" in e:
         lo = e["local"]
-        extra_ops = _executed(g["collectives"]) - _executed(lo["collectives"])
+        extra_ops = (hlo_collectives.executed(g["collectives"])
+                     - hlo_collectives.executed(lo["collectives"]))
         row.update(extra_collectives=extra_ops,
                    cost_per_extra_collective_ms=(e["reduction_cost_ms"] / extra_ops
                                                  if extra_ops else None),
@@ -356,28 +278,6 @@ def _rows(report) -> list:
         r["local_first_step_abs_diff"] = {
             k: abs(r["local_first_step"][k] - ref["first_step"][k]) for k in TERMS}
   return rows
-
-
-def _executed(c: dict) -> int:
-  return sum(d["executed"] for d in c.values() if isinstance(d, dict))
-
-
-_ABBREV = {"all-reduce": "AR", "all-gather": "AG", "reduce-scatter": "RS",
-           "all-to-all": "A2A", "collective-permute": "CP"}
-
-
-def _coll(c: dict) -> str:
-  """'ops executed (static) / KB' for all-reduce (+ all-gather)."""
-  if not c:
-    return "-"
-  parts = []
-  for kind in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all",
-               "collective-permute"):
-    if kind in c:
-      d = c[kind]
-      parts.append(f"{d['executed']}({d['static']}) {_ABBREV[kind]}")
-  nbytes = sum(d["bytes"] for k, d in c.items() if isinstance(d, dict))
-  return (" + ".join(parts) or "0") + f", {nbytes / 1e6:.2f} MB"
 
 
 def _print_tables(report):
@@ -420,8 +320,8 @@ def _print_tables(report):
              if r.get("cost_per_extra_collective_ms") is not None else "")
       print(f"| {r['scaling']} | {r['n']} | {r['ms_per_step']:.0f} | "
             f"{r['local_ms_per_step']:.0f} | {r['reduction_cost_ms']:+.1f}{per} | "
-            f"{r['reduction_cost_pct']:+.1f}% | {_coll(r['collectives'])} | "
-            f"{_coll(r['local_collectives'])} | {san} | {lsan} |")
+            f"{r['reduction_cost_pct']:+.1f}% | {hlo_collectives.describe(r['collectives'])} | "
+            f"{hlo_collectives.describe(r['local_collectives'])} | {san} | {lsan} |")
     print("AR = all-reduce, AG = all-gather; executed counts ops in while loops once "
           "per trip (the 3 Sinkhorn passes); MB = operand bytes per device and step. "
           "XLA combines independent all-reduces, so the gradient psum and most scalar "
