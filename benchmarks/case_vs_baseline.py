@@ -9,10 +9,7 @@ with the attention P^A and with the clustering-assisted P-ddot^A, and the
 threshold-free ROC AUC of the inference foreground score.
 """
 import argparse
-import importlib.util
-import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -20,17 +17,12 @@ import time
 import jax
 import numpy as np
 
-from case_jax import ablations, inference, train
+from benchmarks import harness
+from case_jax import ablations, defaults, inference, train
 from case_jax.data import BasnetDataset
+from case_jax.seeds import mean_std
 
 VARIANTS = {"baseline (Table 2 row 1)": "table2/row1", "CASE (all components)": "table2/row8"}
-
-
-def load_config(path):
-  spec = importlib.util.spec_from_file_location("cfg", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def fb_auc(test, model, state, cfg):
@@ -60,20 +52,18 @@ def main(argv=None):
   p.add_argument("--steps", type=int, default=None)
   p.add_argument("--json", default=None)
   args = p.parse_args(argv)
-  here = os.path.dirname(os.path.abspath(__file__))
-  cfg_path = os.path.join(here, "..", "configs", "synthetic.py")
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     for name, row in VARIANTS.items():
       for seed in args.seeds:
-        cfg = ablations.apply(load_config(cfg_path), row)
+        cfg = ablations.apply(defaults.load_config("synthetic"), row)
         cfg.seed = seed
         cfg.data.root = os.path.join(tmp, "data")   # shared, generated once
         cfg.eval_every = 0   # only the final evaluation
         if args.steps:
           cfg.num_steps = args.steps
         t0 = time.time()
-        res = train.train(cfg, os.path.join(tmp, f"{row.replace('/', '_')}_{seed}"),
+        res = train.train_and_evaluate(cfg, os.path.join(tmp, f"{row.replace('/', '_')}_{seed}"),
                           devices=jax.local_devices()[:1], stream=open(os.devnull, "w"))
         test = BasnetDataset(cfg.data.root, "test")
         st = res["state"]
@@ -91,23 +81,22 @@ def main(argv=None):
         print(f"{name:28s} seed {seed}: mAP {100 * m['mAP']:.2f}  ACC(P^A) "
               f"{acc['attention']:.4f}  ACC(P-ddot^A) {acc['fused']:.4f}  "
               f"F&B AUC {acc['auc']:.4f}  ({time.time() - t0:.0f} s)", flush=True)
-  print("\n| variant | mAP AVG(0.1:0.7) | mAP@0.5 | ACC P^A | ACC P̈^A | F&B AUC | seeds |")
+  print("\nmean ± sample std (ddof=1) over the seeds, in %:")
+  print("| variant | mAP AVG(0.1:0.7) | mAP@0.5 | ACC P^A | ACC P̈^A | F&B AUC | seeds |")
   print("|---|---|---|---|---|---|---|")
   for name in VARIANTS:
     r = [x for x in rows if x["variant"] == name]
     cells = []
     for key, scale in (("mAP", 100), ("mAP@0.5", 100), ("acc_attention", 100),
                        ("acc_fused", 100), ("auc", 100)):
-      v = np.array([x[key] for x in r]) * scale
-      cells.append(f"{v.mean():.1f} ± {v.std():.1f}")
+      m, sd = mean_std([x[key] * scale for x in r])
+      cells.append(f"{m:.1f} ± {sd:.1f}")
     print(f"| {name} | " + " | ".join(cells) + f" | {len(r)} |")
-  out = args.json or os.path.join(here, "results", f"case_vs_baseline_{socket.gethostname()}.json")
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  with open(out, "w") as fh:
-    json.dump({"rows": rows, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-               "command": "python -m benchmarks.case_vs_baseline " + " ".join(sys.argv[1:])},
-              fh, indent=2)
-  print(f"wrote {out}")
+  harness.write_json(
+      harness.results_path("case_vs_baseline", args.json),
+      {"rows": rows, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+       "command": "python -m benchmarks.case_vs_baseline " + " ".join(sys.argv[1:])},
+      indent=2)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ Timed (median of --repeats runs, after one warm-up):
   stable;
 * ``load_detections`` + ``evaluate_detections`` from a result json on disk
   (what the CLI and training loop do);
-* ``naive_evaluate`` of tests/test_evaluation.py (plain Python loops over
-  the parsed json dicts), once; its AP is also the correctness check
+* ``naive_evaluate`` of benchmarks/naive_evaluation.py (plain Python loops
+  over the parsed json dicts; the oracle of tests/test_evaluation.py), once; its AP is also the correctness check
   (max |dAP|).
 
 Usage (from the repository root):
@@ -22,12 +22,8 @@ Writes benchmarks/results/evaluation_speed_<hostname>.json unless --json.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -38,9 +34,11 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if __package__ in (None, ""):
   sys.path.insert(0, _REPO)
 
+from benchmarks import harness  # noqa: E402
+from benchmarks.naive_evaluation import naive_evaluate  # noqa: E402
 from case_jax import detection_set  # noqa: E402
+from case_jax.data import ground_truth  # noqa: E402
 from case_jax import evaluation as ev  # noqa: E402
-from tests.test_evaluation import naive_evaluate  # noqa: E402
 
 
 def make_workload(num_videos: int, num_classes: int, num_detections: int,
@@ -80,16 +78,6 @@ def make_workload(num_videos: int, num_classes: int, num_detections: int,
   return gt, {"version": "VERSION 1.3", "results": results, "external_data": {}}
 
 
-def _median_seconds(fn, repeats: int) -> tuple[float, object]:
-  out = fn()                            # warm-up
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    out = fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times), out
-
-
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--videos", type=int, default=200)
@@ -102,11 +90,11 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
   thresholds = ev.THUMOS_TIOUS
   gt_json, res_json = make_workload(args.videos, args.classes, args.detections)
-  gt = ev.ground_truth_from_dict(gt_json, "test", source="<bench gt>")
+  gt = ground_truth.ground_truth_from_dict(gt_json, "test", source="<bench gt>")
   dets = detection_set.detections_from_results(res_json, source="<bench results>")
   rows = {}
   for tie in ev.TIE_ORDERS:
-    sec, out = _median_seconds(
+    sec, out = harness.median_seconds(
         lambda: ev.evaluate_detections(gt, dets, thresholds, tie_order=tie),
         args.repeats)
     rows[f"case_jax evaluate ({tie})"] = {"seconds": sec,
@@ -117,7 +105,7 @@ def main(argv=None) -> dict:
     path = os.path.join(tmp, "result.json")
     with open(path, "w") as f:
       json.dump(res_json, f)
-    sec, out = _median_seconds(
+    sec, out = harness.median_seconds(
         lambda: ev.evaluate_detections(gt, detection_set.load_detections(path), thresholds),
         args.repeats)
     rows["case_jax load json + evaluate"] = {"seconds": sec,
@@ -143,22 +131,13 @@ def main(argv=None) -> dict:
   if max_diff is not None:
     print(f"max |AP case_jax - AP naive| = {max_diff:.3g}")
   report = {
-      "benchmark": "evaluation_speed",
-      "date": datetime.datetime.now().isoformat(timespec="seconds"),
-      "host": socket.gethostname(), "platform": platform.platform(),
-      "python": platform.python_version(), "numpy": np.__version__,
-      "cpus": os.cpu_count(),
+      "benchmark": "evaluation_speed", **harness.run_facts(),
       "workload": {"videos": len(gt.video_ids), "classes": gt.num_classes,
                    "gt_instances": int(len(gt.video)), "detections": len(dets),
                    "tiou_thresholds": thresholds.tolist(), "seed": 0},
       "repeats": args.repeats, "rows": rows, "max_abs_ap_diff_vs_naive": max_diff,
   }
-  out_path = args.json or os.path.join(
-      _REPO, "benchmarks", "results",
-      f"evaluation_speed_{socket.gethostname()}.json")
-  with open(out_path, "w") as f:
-    json.dump(report, f, indent=1)
-  print(f"wrote {out_path}")
+  harness.write_json(harness.results_path("evaluation_speed", args.json), report)
   return report
 
 

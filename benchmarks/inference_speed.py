@@ -8,7 +8,6 @@ how many proposals the scores produce; an untrained model produces many).
 Writes benchmarks/results/inference_speed_<hostname>.json.
 """
 import argparse
-import json
 import os
 import socket
 import time
@@ -16,7 +15,8 @@ import time
 import jax
 import numpy as np
 
-from case_jax import defaults, model as model_lib, report, train
+from benchmarks import harness
+from case_jax import defaults, evaluator as evaluator_lib, model as model_lib, train
 from case_jax.data import VideoRecord, Segment, ground_truth
 
 
@@ -61,9 +61,9 @@ def main(argv=None):
   state = train.create_train_state(cfg, model, tx, rgb_dim=1024, flow_dim=1024)
   small = _Videos(2, 750, 1024, 20, seed=1)
   small.classes = videos.classes
-  report.evaluate_state(small, model, state.params, state.q_r, cfg, gt)  # compile
+  evaluator_lib.Evaluator(cfg, small, gt).run(model, state)  # compile
   t0 = time.perf_counter()
-  out = report.evaluate_state(videos, model, state.params, state.q_r, cfg, gt)
+  out = evaluator_lib.Evaluator(cfg, videos, gt).run(model, state)
   total = time.perf_counter() - t0
   n_det = sum(len(v) for v in out["raw"].values())
   row = {"videos": args.videos, "seconds_detect_and_evaluate": total,
@@ -72,11 +72,7 @@ def main(argv=None):
          "date": time.strftime("%Y-%m-%d %H:%M:%S")}
   print(f"{args.videos} THUMOS-size videos: detect + evaluate {total:.2f} s "
         f"({n_det} detections; goal < 10 s; load {os.getloadavg()[0]:.2f})")
-  path = args.json or os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                   "results", f"inference_speed_{socket.gethostname()}.json")
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  json.dump(row, open(path, "w"), indent=2)
-  print(f"wrote {path}")
+  harness.write_json(harness.results_path("inference_speed", args.json), row, indent=2)
 
 
 if __name__ == "__main__":

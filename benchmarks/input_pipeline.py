@@ -25,11 +25,7 @@ Writes benchmarks/results/input_pipeline_<hostname>.json unless --json.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
-import socket
 import sys
 import tempfile
 import time
@@ -41,6 +37,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if __package__ in (None, ""):
   sys.path.insert(0, _REPO)
 
+from benchmarks import harness  # noqa: E402
 from case_jax.data import (LAYOUTS, LayoutWarning, Prefetcher, VideoSpec,
                            open_dataset, read_gt, train_batch, write_layout)
 
@@ -170,11 +167,7 @@ def main(argv=None) -> int:
     print(f"{layout:<20}{r['open_seconds']:>8.2f}{r['seconds_per_batch']:>9.3f}"
           f"{r['batches_per_second']:>9.1f}"
           f"{r['prefetch_mean_wait_seconds']:>32.4f}")
-  out = {"benchmark": "input_pipeline",
-         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-         "host": socket.gethostname(), "platform": platform.platform(),
-         "python": platform.python_version(), "numpy": np.__version__,
-         "cpus": os.cpu_count(),
+  out = {"benchmark": "input_pipeline", **harness.run_facts(),
          "workload": {"videos": args.videos, "length_source": source,
                       "snippets_median": float(np.median(lengths)),
                       "snippets_max": int(lengths.max()),
@@ -183,12 +176,7 @@ def main(argv=None) -> int:
                       "steps": args.steps, "seed": args.seed,
                       "stand_in_step_seconds": args.step_seconds},
          "rows": rows}
-  path = args.json or os.path.join(_REPO, "benchmarks", "results",
-                                   f"input_pipeline_{socket.gethostname()}"
-                                   ".json")
-  with open(path, "w") as f:
-    json.dump(out, f, indent=1)
-  print(f"wrote {path}")
+  harness.write_json(harness.results_path("input_pipeline", args.json), out)
   return 0
 
 

@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import re
@@ -65,95 +64,12 @@ import time
 
 import numpy as np
 
-from benchmarks import train_step
-from benchmarks.train_step import (C, D, E, K, _cpu_name, _rss_mb, calib_gflops,
-                                   loadavg, make_batch, wait_quiet)
+from benchmarks import harness, hlo_collectives
+from benchmarks.train_step import TERMS, C, D, E, K, make_batch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-TERMS = ("loss", "L_V", "L_A", "L_C", "L_R")
 CAVEAT = ("Simulated devices (--xla_force_host_platform_device_count) share the "
           "same physical CPU cores: these numbers show the overhead of splitting "
           "the step and of its collectives, not a speed-up.")
-
-
-# =============================================================================
-# Collectives in the compiled HLO.
-# =============================================================================
-_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
-                "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8}
-_COLLECTIVES = ("all-reduce", "all-reduce-start", "all-gather", "all-gather-start",
-                "reduce-scatter", "collective-permute", "collective-permute-start",
-                "all-to-all")
-_COMP_RE = re.compile(r"^(ENTRY )?%(\S+) \(.*\{\s*$")
-_OP_RE = re.compile(r"^\s*(?:ROOT )?%\S+ = (?P<shape>.+?) (?P<op>[a-z\-]+)\(")
-
-
-def _shape_bytes(shape: str) -> int:
-  """Bytes of an HLO shape string, e.g. '(f32[16,512]{1,0}, f32[])'."""
-  total = 0
-  for dtype, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", shape):
-    if dtype in _DTYPE_BYTES:
-      total += _DTYPE_BYTES[dtype] * int(np.prod([int(d) for d in dims.split(",") if d]))
-  return total
-
-
-def collectives(hlo: str, num_devices: int) -> dict:
-  """Collectives of one device's optimised HLO program.
-
-  Returns per kind ("all-reduce", "all-gather", ...): ``static`` (ops in the
-  text), ``executed`` (per step: an op inside a while body counts once per
-  known trip), ``bytes`` (per step and device: the operands' sizes; for an
-  all-reduce the result shape, for an all-gather the result / n), plus
-  ``unknown_trip_loops`` (collectives in loops of unknown trip count,
-  counted once).
-  """
-  comps, edges, name = {}, {}, None
-  for line in hlo.splitlines():
-    m = _COMP_RE.match(line)
-    if m:
-      name = "ENTRY" if m.group(1) else m.group(2)
-      comps[name], edges[name] = [], []
-      continue
-    if name is None or line.startswith("}"):
-      continue
-    op = _OP_RE.match(line)
-    if not op:
-      continue
-    kind = op.group("op")
-    if kind in _COLLECTIVES:
-      nbytes = _shape_bytes(op.group("shape"))
-      if kind.startswith("all-gather"):
-        nbytes //= max(num_devices, 1)   # the result is n operands
-      comps[name].append((kind.replace("-start", ""), nbytes))
-    elif kind == "while":
-      trip = re.search(r'"known_trip_count":\{"n":"(\d+)"', line)
-      trip = int(trip.group(1)) if trip else None
-      for key, extra in (("body", 0), ("condition", 1)):
-        callee = re.search(key + r"=%([\w.\-]+)", line)
-        if callee:
-          edges[name].append((callee.group(1), None if trip is None else trip + extra))
-    else:
-      # fusions, calls, conditionals: executed (at most) once when reached
-      callees = re.findall(r"(?:to_apply|calls|true_computation|false_computation)"
-                           r"=%([\w.\-]+)", line)
-      for group in re.findall(r"branch_computations=\{([^}]*)\}", line):
-        callees += re.findall(r"%([\w.\-]+)", group)
-      edges[name].extend((c, 1) for c in callees)
-  out: dict = {"unknown_trip_loops": 0}
-  stack = [("ENTRY", 1, False)]
-  while stack:   # the call graph is a DAG: walk every path from ENTRY
-    comp, mult, unknown = stack.pop()
-    for kind, nbytes in comps.get(comp, ()):
-      d = out.setdefault(kind, {"static": 0, "executed": 0, "bytes": 0})
-      d["static"] += 1
-      d["executed"] += mult
-      d["bytes"] += mult * nbytes
-      out["unknown_trip_loops"] += int(unknown)
-    for callee, trip in edges.get(comp, ()):
-      stack.append((callee, mult * (1 if trip is None else trip),
-                    unknown or trip is None))
-  return out
 
 
 # =============================================================================
@@ -202,7 +118,7 @@ def _block(tree):
 
 def scaling_worker(spec: dict) -> dict:
   import jax
-  from case_jax import defaults, train
+  from case_jax import defaults, placement, train
   from case_jax import model as model_lib
 
   n, t = spec["n"], spec["segments"]
@@ -222,21 +138,21 @@ def scaling_worker(spec: dict) -> dict:
   state0 = train.create_train_state(cfg, model, tx, rgb_dim=D, flow_dim=D, seed=0)
 
   for global_b in spec["global_batches"]:
-    batch = train.shard_batch(make_batch(0, global_b, t), devices)
+    batch = placement.shard_batch(make_batch(0, global_b, t), devices)
     entry = {"global_batch": global_b, "per_device": global_b // n}
     # Lower every variant first: the local one must be traced while the
     # objective is patched.
     lowered, lower_s = {}, {}
     t0 = time.perf_counter()
-    lowered["global"] = train.parallel_step(model, tx, cfg, devices, "pmap").lower(
-        train.replicate(state0, devices), batch)
+    lowered["global"] = train.parallel_step(cfg, devices, "pmap").lower(
+        placement.replicate(state0, devices), batch)
     lower_s["global"] = time.perf_counter() - t0
     if n > 1:
       used: list = []
       t0 = time.perf_counter()
       with local_pseudo_labels(train, used):
-        lowered["local"] = train.parallel_step(model, tx, cfg, devices, "pmap").lower(
-            train.replicate(state0, devices), batch)
+        lowered["local"] = train.parallel_step(cfg, devices, "pmap").lower(
+            placement.replicate(state0, devices), batch)
       lower_s["local"] = time.perf_counter() - t0
       if not used:
         raise RuntimeError("the local-label objective was never called: "
@@ -246,8 +162,8 @@ def scaling_worker(spec: dict) -> dict:
       t0 = time.perf_counter()
       compiled[name] = low.compile()
       v = {"compile_s": lower_s[name] + time.perf_counter() - t0}
-      v["collectives"] = collectives(compiled[name].as_text(), n)
-      rstate = train.replicate(state0, devices)
+      v["collectives"] = hlo_collectives.count(compiled[name].as_text(), n)
+      rstate = placement.replicate(state0, devices)
       rstate, m = compiled[name](rstate, batch)       # the sanity values
       _block((rstate, m))
       v["first_step"] = {k: float(np.asarray(m[k])[0]) for k in TERMS}
@@ -256,8 +172,8 @@ def scaling_worker(spec: dict) -> dict:
         _block((rstate, m))
       states[name] = rstate
       entry[name] = v
-    entry["calib_gflops_before"] = calib_gflops(3)
-    entry["load_at_timing"] = loadavg()
+    entry["calib_gflops_before"] = harness.calib_gflops(3)
+    entry["load_at_timing"] = harness.loadavg()
     times = {name: [] for name in compiled}
     for _ in range(spec["steps"]):
       # interleaved: one step of each variant in turn
@@ -266,7 +182,7 @@ def scaling_worker(spec: dict) -> dict:
         states[name], m = compiled[name](states[name], batch)
         _block((states[name], m))
         times[name].append(time.perf_counter() - t0)
-    entry["calib_gflops_after"] = calib_gflops(3)
+    entry["calib_gflops_after"] = harness.calib_gflops(3)
     for name, ts in times.items():
       entry[name]["step_times_s"] = ts
       entry[name]["ms_per_step"] = float(np.median(ts) * 1e3)
@@ -277,7 +193,7 @@ def scaling_worker(spec: dict) -> dict:
                                             for q in (25, 75)]
     res["configs"][str(global_b)] = entry
     del states, compiled
-  res["peak_rss_mb"] = _rss_mb()
+  res["peak_rss_mb"] = harness.peak_rss_mb()
   return res
 
 
@@ -293,8 +209,8 @@ def run_worker(spec: dict, env_extra: dict, timeout: int = 1800) -> dict:
   """One worker of this module in a fresh interpreter (its own XLA flags);
   the environment is the caller's plus ``env_extra`` (``--real`` keeps the
   accelerators visible)."""
-  return train_step.run_worker(spec, env_extra, timeout,
-                               module="benchmarks.scaling", cpu_only=False)
+  return harness.run_worker("benchmarks.scaling", spec, env_extra, timeout,
+                            cpu_only=False)
 
 
 def _sim_env(n: int) -> dict:
@@ -340,7 +256,8 @@ def _rows(report) -> list:
                              else b["ms_per_step"] * b["n"] / (ms * n))
       if "local" in e:
         lo = e["local"]
-        extra_ops = _executed(g["collectives"]) - _executed(lo["collectives"])
+        extra_ops = (hlo_collectives.executed(g["collectives"])
+                     - hlo_collectives.executed(lo["collectives"]))
         row.update(extra_collectives=extra_ops,
                    cost_per_extra_collective_ms=(e["reduction_cost_ms"] / extra_ops
                                                  if extra_ops else None),
@@ -361,28 +278,6 @@ def _rows(report) -> list:
         r["local_first_step_abs_diff"] = {
             k: abs(r["local_first_step"][k] - ref["first_step"][k]) for k in TERMS}
   return rows
-
-
-def _executed(c: dict) -> int:
-  return sum(d["executed"] for d in c.values() if isinstance(d, dict))
-
-
-_ABBREV = {"all-reduce": "AR", "all-gather": "AG", "reduce-scatter": "RS",
-           "all-to-all": "A2A", "collective-permute": "CP"}
-
-
-def _coll(c: dict) -> str:
-  """'ops executed (static) / KB' for all-reduce (+ all-gather)."""
-  if not c:
-    return "-"
-  parts = []
-  for kind in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all",
-               "collective-permute"):
-    if kind in c:
-      d = c[kind]
-      parts.append(f"{d['executed']}({d['static']}) {_ABBREV[kind]}")
-  nbytes = sum(d["bytes"] for k, d in c.items() if isinstance(d, dict))
-  return (" + ".join(parts) or "0") + f", {nbytes / 1e6:.2f} MB"
 
 
 def _print_tables(report):
@@ -425,8 +320,8 @@ def _print_tables(report):
              if r.get("cost_per_extra_collective_ms") is not None else "")
       print(f"| {r['scaling']} | {r['n']} | {r['ms_per_step']:.0f} | "
             f"{r['local_ms_per_step']:.0f} | {r['reduction_cost_ms']:+.1f}{per} | "
-            f"{r['reduction_cost_pct']:+.1f}% | {_coll(r['collectives'])} | "
-            f"{_coll(r['local_collectives'])} | {san} | {lsan} |")
+            f"{r['reduction_cost_pct']:+.1f}% | {hlo_collectives.describe(r['collectives'])} | "
+            f"{hlo_collectives.describe(r['local_collectives'])} | {san} | {lsan} |")
     print("AR = all-reduce, AG = all-gather; executed counts ops in while loops once "
           "per trip (the 3 Sinkhorn passes); MB = operand bytes per device and step. "
           "XLA combines independent all-reduces, so the gradient psum and most scalar "
@@ -462,16 +357,11 @@ def main(argv=None):
                  "whose numpy matmul check fell below --min-calib x the best seen "
                  "(another process was running)")
   p.add_argument("--min-calib", type=float, default=0.8)
-  p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-  p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+  harness.add_worker_args(p)
   args = p.parse_args(argv)
 
   if args.worker:
-    spec = json.loads(args.worker)
-    fn = {"scaling": scaling_worker, "info": info_worker}[spec["kind"]]
-    with open(args.worker_out, "w") as f:
-      json.dump(fn(spec), f)
-    return 0
+    return harness.serve_worker(args, {"scaling": scaling_worker, "info": info_worker})
 
   t = args.segments or (128 if args.quick else 750)
   steps = args.steps or (4 if args.quick else 20)
@@ -504,7 +394,7 @@ def main(argv=None):
 
   report = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": socket.gethostname(),
             "command": "python -m benchmarks.scaling " + " ".join(argv or sys.argv[1:]),
-            "cpu": _cpu_name(), "cores": os.cpu_count(),
+            "cpu": harness.cpu_name(), "cores": os.cpu_count(),
             "python": platform.python_version(), "mode": "real" if args.real else "simulated",
             "device_note": note, "device_counts": counts, "segments": t,
             "shape": dict(T=t, D=D, classes=C, clusters=K, embed=E),
@@ -514,7 +404,7 @@ def main(argv=None):
                        else "Real devices: step times include the collectives over "
                        "the interconnect; compare against n=1.")}
   print(note, flush=True)
-  ref_calib = calib_gflops()
+  ref_calib = harness.calib_gflops()
   report["calib_gflops_at_start"] = ref_calib
   for n in counts:
     batches = sorted({args.weak_per_device * n, args.strong_global})
@@ -522,8 +412,8 @@ def main(argv=None):
             "steps": steps, "warmup": warmup}
     rejected = []
     for attempt in range(args.retries + 1):
-      load_before = (wait_quiet(args.wait_quiet, args.quiet_load) if args.wait_quiet
-                     else loadavg())
+      load_before = (harness.wait_quiet(args.wait_quiet, args.quiet_load) if args.wait_quiet
+                     else harness.loadavg())
       t0 = time.perf_counter()
       res = run_worker(spec, env_of(n))
       res["wall_s"] = time.perf_counter() - t0
@@ -563,11 +453,8 @@ def main(argv=None):
       s["local_L_C"] = max(d["L_C"] for d in ld)
     report["sanity_max_abs_diff"] = s
   _print_tables(report)
-  out = args.json or os.path.join(HERE, "results", f"scaling_{socket.gethostname()}.json")
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  with open(out, "w") as f:
-    json.dump(report, f, indent=1)
-  print(f"\nwrote {out}")
+  print()
+  harness.write_json(harness.results_path("scaling", args.json), report)
   return 0
 
 

@@ -42,7 +42,6 @@ import argparse
 import dataclasses
 import datetime
 import functools
-import json
 import math
 import os
 import platform
@@ -63,6 +62,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from jax import lax  # noqa: E402
 
+from benchmarks import harness  # noqa: E402
 from case_jax import sinkhorn  # noqa: E402
 
 try:
@@ -598,13 +598,7 @@ def _bare_scaling_loop(kern, reps):
 
 
 def _median_time(fn, repeats=7):
-  _block(fn())
-  ts = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    _block(fn())
-    ts.append(time.perf_counter() - t0)
-  return float(np.median(ts))
+  return float(harness.median_seconds(lambda: _block(fn()), repeats)[0])
 
 
 def measure_bandwidth(n, k):
@@ -730,17 +724,6 @@ def goal_check(main_results):
   return out
 
 
-def _cpu_model():
-  try:
-    with open("/proc/cpuinfo") as fh:
-      for line in fh:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or None
-
-
 def _git_commit():
   try:
     return subprocess.run(["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True,
@@ -757,7 +740,7 @@ def machine_info():
     usable = os.cpu_count()
   return dict(
       hostname=socket.gethostname(), cpu_count=os.cpu_count(), usable_cpus=usable,
-      cpu_model=_cpu_model(), platform=platform.platform(),
+      cpu_model=harness.cpu_name(), platform=platform.platform(),
       python=platform.python_version(), numpy=np.__version__,
       jax=jax.__version__, jaxlib=__import__("jaxlib").__version__,
       device_kind=dev.device_kind, device_platform=dev.platform,
@@ -835,13 +818,9 @@ def main(argv=None):
                                 "column error as case_jax's tol"),
       problems=main_results, goal=goal, bandwidth_bound=bound, convergence=conv,
       sweep=sweep, total_seconds=total)
-  path = args.json or os.path.join(
-      _REPO, "benchmarks", "results",
-      f"sinkhorn_{info['hostname']}{'_quick' if args.quick else ''}.json")
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w") as fh:
-    json.dump(result, fh, indent=1, default=float)
-  print(f"Wrote {path}")
+  harness.write_json(harness.results_path("sinkhorn", args.json,
+                                          suffix="_quick" if args.quick else ""),
+                     result, default=float)
   return result
 
 

@@ -47,21 +47,18 @@ bf16 from case_jax's initial parameters copied into the torch model).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import resource
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
 
+from benchmarks import harness
+
 B, T, D, C, K, E = 16, 750, 1024, 20, 16, 512
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 
 ROWS = {
     "jax_f32": dict(kind="jax", label="case_jax f32 (released OT)", dtype="float32",
@@ -149,83 +146,14 @@ def analytic_flops(b=B, t=T, d=D, c=C, k=K, e=E) -> dict:
 # =============================================================================
 # Helpers.
 # =============================================================================
-def loadavg() -> list:
-  try:
-    with open("/proc/loadavg") as f:
-      return [float(x) for x in f.read().split()[:3]]
-  except OSError:
-    return [float("nan")] * 3
-
-
-def wait_quiet(max_wait: float, threshold: float = 1.2, poll: float = 30.0) -> list:
-  """Waits (up to max_wait s) until the 1-minute load is <= threshold."""
-  t0 = time.time()
-  while loadavg()[0] > threshold and time.time() - t0 < max_wait:
-    time.sleep(poll)
-  return loadavg()
-
-
-def _rss_mb() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _cur_rss_mb() -> float:
-  try:
-    with open("/proc/self/status") as f:
-      for line in f:
-        if line.startswith("VmRSS:"):
-          return int(line.split()[1]) / 1024.0
-  except OSError:
-    pass
-  return float("nan")
-
-
-def calib_gflops(reps: int = 5) -> float:
-  """numpy (12000x1024)@(1024x512) f32 GFLOP/s: a contention check run in
-  every worker just before its timed steps (compare rows by it)."""
-  rng = np.random.default_rng(0)
-  a = rng.random((12000, 1024), dtype=np.float32)
-  w = rng.random((1024, 512), dtype=np.float32)
-  a @ w
-  ts = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    a @ w
-    ts.append(time.perf_counter() - t0)
-  return 2 * 12000 * 1024 * 512 / float(np.median(ts)) / 1e9
-
-
 def have_torch() -> bool:
   import importlib.util
   return importlib.util.find_spec("torch") is not None
 
 
-def run_worker(spec: dict, env_extra: dict | None = None, timeout: int = 1800,
-               module: str = "benchmarks.train_step", cpu_only: bool = True) -> dict:
-  """Runs ``python -m <module> --worker SPEC`` in a fresh interpreter (its own
-  XLA flags and peak RSS); returns the JSON the worker wrote, or {"error"}.
-  ``cpu_only``: JAX_PLATFORMS=cpu; otherwise the caller's environment."""
-  env = dict(os.environ)
-  env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-  env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
-  if cpu_only:
-    env["JAX_PLATFORMS"] = "cpu"
-  env.update(env_extra or {})
-  with tempfile.NamedTemporaryFile("r", suffix=".json", delete=False) as out:
-    path = out.name
-  cmd = [sys.executable, "-m", module, "--worker", json.dumps(spec),
-         "--worker-out", path]
-  try:
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
-    if proc.returncode != 0:
-      return {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-1500:]}"}
-    with open(path) as f:
-      return json.load(f)
-  except subprocess.TimeoutExpired:
-    return {"error": f"timed out after {timeout} s"}
-  finally:
-    os.unlink(path)
+def run_worker(spec: dict, env_extra: dict | None = None, timeout: int = 1800) -> dict:
+  """One worker of this module on the CPU (harness.run_worker)."""
+  return harness.run_worker("benchmarks.train_step", spec, env_extra, timeout)
 
 
 # =============================================================================
@@ -280,7 +208,7 @@ def _jax_build(spec):
   tx = train.make_optimizer(cfg.optim)
   state = train.create_train_state(cfg, model, tx, rgb_dim=D, flow_dim=D,
                                    seed=spec.get("seed", 0))
-  step = jax.jit(train.make_step_fn(model, tx, cfg, axis_name=None), donate_argnums=(0,))
+  step = jax.jit(train.make_step_fn(cfg, axis_name=None), donate_argnums=(0,))
   return cfg, state, step
 
 
@@ -307,7 +235,7 @@ def jax_worker(spec: dict) -> dict:
   if spec.get("export_init"):
     np.savez(spec["export_init"], **_flat_params(state.params))
     return {"exported": spec["export_init"]}
-  res["rss_after_setup_mb"] = _cur_rss_mb()
+  res["rss_after_setup_mb"] = harness.current_rss_mb()
 
   if spec.get("mode") == "traj":
     traj = []
@@ -345,8 +273,8 @@ def jax_worker(spec: dict) -> dict:
   for _ in range(spec["warmup"] - 1):
     state, m = compiled(state, batch)
     jax.block_until_ready((state, m))
-  res["calib_gflops_before"] = calib_gflops()
-  res["load_at_timing"] = loadavg()
+  res["calib_gflops_before"] = harness.calib_gflops()
+  res["load_at_timing"] = harness.loadavg()
   times = []
   for _ in range(spec["steps"]):
     t0 = time.perf_counter()
@@ -354,11 +282,11 @@ def jax_worker(spec: dict) -> dict:
     jax.block_until_ready((state, m))
     times.append(time.perf_counter() - t0)
   res["step_times_s"] = times
-  res["calib_gflops_after"] = calib_gflops()
+  res["calib_gflops_after"] = harness.calib_gflops()
   res["last_step"] = {k: float(m[k]) for k in TERMS}
   if "qc_col_error" in m:
     res["qc_col_error_last"] = float(m["qc_col_error"])
-  res["peak_rss_mb"] = _rss_mb()
+  res["peak_rss_mb"] = harness.peak_rss_mb()
   return res
 
 
@@ -373,7 +301,7 @@ def torch_worker(spec: dict) -> dict:
   step = trs.make_step(num_classes=C, feat_dim=D, embed=E, num_clusters=K,
                        bf16=spec.get("bf16", False), init=init, threads=2)
   res = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-         "init_from_case_jax": init is not None, "rss_after_setup_mb": _cur_rss_mb()}
+         "init_from_case_jax": init is not None, "rss_after_setup_mb": harness.current_rss_mb()}
   if spec.get("mode") == "traj":
     traj = []
     for i in range(spec["steps"]):
@@ -387,17 +315,17 @@ def torch_worker(spec: dict) -> dict:
   res["first_step_s"] = time.perf_counter() - t0
   for _ in range(spec["warmup"] - 1):
     step(x, y)
-  res["calib_gflops_before"] = calib_gflops()
-  res["load_at_timing"] = loadavg()
+  res["calib_gflops_before"] = harness.calib_gflops()
+  res["load_at_timing"] = harness.loadavg()
   times = []
   for _ in range(spec["steps"]):
     t0 = time.perf_counter()
     last = step(x, y)
     times.append(time.perf_counter() - t0)
   res["step_times_s"] = times
-  res["calib_gflops_after"] = calib_gflops()
+  res["calib_gflops_after"] = harness.calib_gflops()
   res["last_step"] = last
-  res["peak_rss_mb"] = _rss_mb()
+  res["peak_rss_mb"] = harness.peak_rss_mb()
   return res
 
 
@@ -522,17 +450,13 @@ def main(argv=None):
   p.add_argument("--no-probe", action="store_true")
   p.add_argument("--no-sanity", action="store_true")
   p.add_argument("--sanity-steps", type=int, default=20)
-  p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-  p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+  harness.add_worker_args(p)
   args = p.parse_args(argv)
 
   if args.worker:
-    spec = json.loads(args.worker)
-    fn = {"jax": jax_worker, "torch": torch_worker, "probe": probe_worker,
-          "torch_probe": torch_probe_worker}[spec["kind"]]
-    with open(args.worker_out, "w") as f:
-      json.dump(fn(spec), f)
-    return 0
+    return harness.serve_worker(args, {"jax": jax_worker, "torch": torch_worker,
+                                       "probe": probe_worker,
+                                       "torch_probe": torch_probe_worker})
 
   steps = args.steps or (5 if args.quick else 20)
   warmup = args.warmup or (1 if args.quick else 3)
@@ -544,7 +468,7 @@ def main(argv=None):
   flops = analytic_flops()
   report = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": socket.gethostname(),
             "command": "python -m benchmarks.train_step " + " ".join(argv or sys.argv[1:]),
-            "cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "cpu": harness.cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
             "shape": dict(B=B, T=T, D=D, classes=C, clusters=K, embed=E, N=B * T),
             "flops": flops, "steps": steps, "warmup": warmup, "rows": {},
             "torch_available": torch_ok, "bf16_on_this_cpu": BF16_FINDING}
@@ -562,7 +486,7 @@ def main(argv=None):
         print("could not export case_jax's initial parameters:", got["error"])
         init_path = None
 
-    ref_calib = [calib_gflops()]
+    ref_calib = [harness.calib_gflops()]
     report["calib_gflops_at_start"] = ref_calib[0]
     for name in rows:
       spec = dict(ROWS[name], steps=steps, warmup=warmup)
@@ -574,10 +498,10 @@ def main(argv=None):
         spec["init"] = init_path
       rejected = []
       for attempt in range(args.retries + 1):
-        load_before = (wait_quiet(args.wait_quiet, args.quiet_load) if args.wait_quiet
-                       else loadavg())
+        load_before = (harness.wait_quiet(args.wait_quiet, args.quiet_load) if args.wait_quiet
+                       else harness.loadavg())
         res = run_worker(spec)
-        res.update(label=spec["label"], load_before=load_before, load_after=loadavg())
+        res.update(label=spec["label"], load_before=load_before, load_after=harness.loadavg())
         if "error" in res:
           break
         calib = min(res["calib_gflops_before"], res["calib_gflops_after"])
@@ -620,7 +544,7 @@ def main(argv=None):
       reps = 5 if args.quick else 20
       report["matmul_probe"] = {}
       for label, flags in PROBE_SETTINGS:
-        load_before = wait_quiet(args.wait_quiet, args.quiet_load) if args.wait_quiet else loadavg()
+        load_before = harness.wait_quiet(args.wait_quiet, args.quiet_load) if args.wait_quiet else harness.loadavg()
         res = run_worker({"kind": "probe", "reps": reps}, {"XLA_FLAGS": flags}, timeout=900)
         report["matmul_probe"][label] = {"XLA_FLAGS": flags, "load_before": load_before,
                                          "results": res}
@@ -631,23 +555,9 @@ def main(argv=None):
 
   _faithfulness(report)
   _print_table(report)
-  out = args.json or os.path.join(HERE, "results", f"train_step_{socket.gethostname()}.json")
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  with open(out, "w") as f:
-    json.dump(report, f, indent=1)
-  print(f"\nwrote {out}")
+  print()
+  harness.write_json(harness.results_path("train_step", args.json), report)
   return 0
-
-
-def _cpu_name() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor()
 
 
 def _faithfulness(report):

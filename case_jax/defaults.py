@@ -5,9 +5,16 @@ see ../shared/reference/official_code_notes.md, "notes" below).  Wherever the
 paper (arXiv 2312.14138, "paper") says otherwise, the switch is here with both
 values in its comment, and ``paper_variant(config)`` sets the paper's.
 """
+import importlib.util
 import json
+import os
 
 import ml_collections
+
+# configs/<name>.py of this repository (a source checkout: configs/ is not
+# part of the installed package).
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "configs")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -159,15 +166,25 @@ def base_config() -> ml_collections.ConfigDict:
 def set_dotted(c: ml_collections.ConfigDict, overrides: dict,
                what: str = "override") -> ml_collections.ConfigDict:
   """Sets {"model.num_clusters": 32, ...} in ``c`` (in place; returns it).
-  An unknown key is an error naming it: a typo must not be silently added."""
+  An unknown key is an error naming it and ``what`` set it (an ablation row,
+  a seed's override): a typo must not be silently added.
+
+  Not ``ConfigDict.update_from_flattened_dict``: that refuses an unknown key
+  only when ``c`` is locked and adds it as a new leaf otherwise (and
+  ``base_config()``, which tests and ``ablations.apply`` use, is unlocked);
+  its errors do not say which override set the key.  Values go through the
+  same ``ConfigDict.__setitem__`` either way, so the type checks are
+  identical (an int field refuses 3.0 and "x", a float field takes 1 as 1.0,
+  a ``FieldReference(None)`` field such as ``inference.omega`` takes its type
+  or None); tests/test_configs.py pins both."""
   for dotted, value in overrides.items():
     node = c
     *parents, leaf = dotted.split(".")
     for p in parents:
-      if p not in node:
+      if not isinstance(node, ml_collections.ConfigDict) or p not in node:
         raise KeyError(f"{what} sets unknown config key {dotted!r}")
       node = node[p]
-    if leaf not in node:
+    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
       raise KeyError(f"{what} sets unknown config key {dotted!r}")
     node[leaf] = value
   return c
@@ -238,3 +255,34 @@ def activitynet_config(version: str) -> ml_collections.ConfigDict:
   c.eval.tiou_thresholds = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
   c.eval.gt_subset = "validation"  # ActivityNet evaluates on its validation set
   return c
+
+
+def config_path(name: str) -> str:
+  """configs/<name>.py for a bare name ("thumos14"); a path ("x/y.py") as is."""
+  if name.endswith(".py") or os.sep in name:
+    return name
+  return os.path.join(CONFIG_DIR, f"{name}.py")
+
+
+def load_config(spec: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """The locked ConfigDict that ``--config=<spec>`` gives: ``spec`` is a
+  config name ("thumos14") or file, optionally with ``:<arg>`` as on the
+  command line ("synthetic:paper", "configs/ablations.py:thumos14/table2/row1");
+  ``arg`` is the same suffix given separately.  As ml_collections'
+  config_flags: get_config() without an argument when there is none, then
+  lock() (unknown keys refused, existing ones settable)."""
+  path, _, suffix = spec.partition(":")
+  if arg is None and suffix:
+    arg = suffix
+  elif suffix:
+    raise ValueError(f"config {spec!r} has an argument and arg={arg!r} gives another")
+  path = config_path(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no config file {path!r}")
+  module_spec = importlib.util.spec_from_file_location(
+      "config_" + os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config() if arg is None else module.get_config(arg)
+  config.lock()
+  return config

@@ -5,10 +5,9 @@
 
 The argument is <dataset config name>/<table>/<row>, e.g. synthetic/table4/pl_hard.
 """
-import importlib.util
 import os
 
-from case_jax import ablations
+from case_jax import ablations, defaults
 
 
 def get_config(arg: str):
@@ -16,7 +15,4 @@ def get_config(arg: str):
   path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{dataset}.py")
   if not row or not os.path.exists(path):
     raise ValueError(f"use <dataset>/<table>/<row>, e.g. thumos14/table2/row4; got {arg!r}")
-  spec = importlib.util.spec_from_file_location(f"configs_{dataset}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return ablations.apply(module.get_config(), row)
+  return ablations.apply(defaults.load_config(path), row)

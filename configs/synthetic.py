@@ -21,5 +21,4 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.num_steps = 3000
   c.eval_every = 200
   c.log_every = 20
-  c.checkpoint_every = 200
   return defaults.apply_variant(c, arg)

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from case_jax import model as model_lib
+from case_jax import defaults
 from case_jax.tools import import_torch as it
+from case_jax.tools import torch_file as tf
 
 E, D_RGB, D_FLOW, C, K = 16, 12, 10, 5, 4
 
@@ -104,7 +106,7 @@ def test_hand_written_zip_round_trips(tmp_path):
   }
   path = tmp_path / "m.pkl"
   write_torch_zip(path, tensors, prefix="best_model")
-  out = it.load_torch_file(str(path))
+  out = tf.load_torch_file(str(path))
   assert list(out) == list(tensors)
   np.testing.assert_array_equal(out["plain"], base)
   np.testing.assert_array_equal(out["transposed"], base.transpose(2, 1, 0))
@@ -117,7 +119,7 @@ def test_hand_written_zip_round_trips(tmp_path):
 def test_find_state_dict(tmp_path, wrap):
   sd = released_state_dict()
   write_torch_zip(tmp_path / "m.pkl", sd, wrap=wrap)
-  got = it.find_state_dict(it.load_torch_file(str(tmp_path / "m.pkl")))
+  got = tf.find_state_dict(tf.load_torch_file(str(tmp_path / "m.pkl")))
   assert set(got) == set(sd)
   for k in sd:
     np.testing.assert_array_equal(got[k], sd[k])
@@ -132,7 +134,7 @@ def test_torch_saved_files_round_trip(tmp_path):
   torch.save({"state_dict": sd}, tmp_path / "legacy.pkl",
              _use_new_zipfile_serialization=False)
   for name in ("zip.pkl", "legacy.pkl"):
-    got = it.find_state_dict(it.load_torch_file(str(tmp_path / name)))
+    got = tf.find_state_dict(tf.load_torch_file(str(tmp_path / name)))
     for k, v in sd.items():
       ref = v.detach().float().numpy() if v.dtype == torch.bfloat16 else v.detach().numpy()
       assert got[k].shape == ref.shape, (name, k)
@@ -144,30 +146,30 @@ def test_torch_saved_released_model_matches_hand_written(tmp_path):
   sd = released_state_dict()
   torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, tmp_path / "t.pkl")
   write_torch_zip(tmp_path / "h.pkl", sd)
-  a = it.state_dict_to_params(it.find_state_dict(it.load_torch_file(str(tmp_path / "t.pkl"))))
-  b = it.state_dict_to_params(it.find_state_dict(it.load_torch_file(str(tmp_path / "h.pkl"))))
+  a = it.state_dict_to_params(tf.find_state_dict(tf.load_torch_file(str(tmp_path / "t.pkl"))))
+  b = it.state_dict_to_params(tf.find_state_dict(tf.load_torch_file(str(tmp_path / "h.pkl"))))
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
 def test_restricted_unpickler_rejects_other_globals(tmp_path):
   evil = pickle.dumps(os.system)  # a global that is not a tensor rebuild
-  with pytest.raises(it.UnsafeCheckpointError, match="system"):
-    it.RestrictedUnpickler(io.BytesIO(evil), None).load()
+  with pytest.raises(tf.UnsafeCheckpointError, match="system"):
+    tf.RestrictedUnpickler(io.BytesIO(evil), None).load()
   call = b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00hi\x85R."  # os.system('hi')
   path = tmp_path / "evil.pkl"
   with zipfile.ZipFile(path, "w") as zf:
     zf.writestr("archive/data.pkl", call)
-  with pytest.raises(it.UnsafeCheckpointError, match="refusing"):
-    it.load_torch_file(str(path))
-  with pytest.raises(it.UnsafeCheckpointError):
-    it.RestrictedUnpickler(io.BytesIO(b"\x80\x02cbuiltins\neval\n."), None).load()
+  with pytest.raises(tf.UnsafeCheckpointError, match="refusing"):
+    tf.load_torch_file(str(path))
+  with pytest.raises(tf.UnsafeCheckpointError):
+    tf.RestrictedUnpickler(io.BytesIO(b"\x80\x02cbuiltins\neval\n."), None).load()
 
 
 def test_not_a_torch_file(tmp_path):
   path = tmp_path / "x.pkl"
   path.write_bytes(b"definitely not a pickle")
   with pytest.raises(ValueError, match="torch"):
-    it.load_torch_file(str(path))
+    tf.load_torch_file(str(path))
 
 
 # ---------------------------------------------------------------------------
@@ -191,7 +193,7 @@ def _numpy_forward(sd, s, x):
 def test_forward_equals_numpy_forward(tmp_path):
   sd = released_state_dict(seed=3)
   write_torch_zip(tmp_path / "m.pkl", sd)
-  params = it.state_dict_to_params(it.find_state_dict(it.load_torch_file(str(tmp_path / "m.pkl"))))
+  params = it.state_dict_to_params(tf.find_state_dict(tf.load_torch_file(str(tmp_path / "m.pkl"))))
   assert params["rgb"]["cas_encoder"]["kernel"].shape == (D_RGB, E)
   np.testing.assert_array_equal(params["flow"]["classifier"]["kernel"],
                                 sd["cas_module_flow.2.weight"][:, :, 0].T)
@@ -234,8 +236,7 @@ def test_missing_extra_and_bad_shapes_are_reported():
 # The workdir it writes is what --mode=evaluate loads.
 # ---------------------------------------------------------------------------
 def _small_cfg():
-  from configs import thumos14
-  cfg = thumos14.get_config()
+  cfg = defaults.load_config("thumos14")
   cfg.model.embed_dim = E
   cfg.model.num_clusters = K
   return cfg
@@ -252,7 +253,7 @@ def test_import_writes_an_evaluable_workdir(tmp_path):
   out = tmp_path / "work"
   rc = it.main(["import_torch", str(tmp_path / "best_model.pkl"), str(tmp_path / "cls_gt.npy"),
                 f"--out={out}", f"--classes={classes}", "--step=7",
-                f"--config={it._default_config_path()}",
+                f"--config={defaults.config_path('thumos14')}",
                 f"--config.model.embed_dim={E}", f"--config.model.num_clusters={K}"])
   assert rc == 0
   info = json.load(open(out / "run.json"))
@@ -295,8 +296,8 @@ def test_reading_never_imports_torch(tmp_path):
   import sys
   write_torch_zip(tmp_path / "m.pkl", released_state_dict())
   code = ("import sys; sys.modules['torch'] = None\n"  # any 'import torch' fails
-          "from case_jax.tools import import_torch as it\n"
-          f"sd = it.find_state_dict(it.load_torch_file({str(tmp_path / 'm.pkl')!r}))\n"
+          "from case_jax.tools import import_torch as it, torch_file as tf\n"
+          f"sd = tf.find_state_dict(tf.load_torch_file({str(tmp_path / 'm.pkl')!r}))\n"
           "print(it.params_summary(it.state_dict_to_params(sd))['embed_dim'])\n")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
