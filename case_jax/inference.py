@@ -20,6 +20,7 @@ import functools
 
 import jax
 
+from case_jax import labeling
 from case_jax import model as model_lib
 
 FG_SCORES = ("attention", "cluster", "fused")
@@ -33,11 +34,10 @@ def foreground_scores(out, q_r, how: str = "fused"):
   fused:     P-ddot^A = 0.5 P^A + 0.5 P-hat^A (the paper's CAT).
   out: per-stream outputs (B, T, ...); q_r: (K, 2).  Returns (B, T).
   """
-  p_a = 0.5 * (out["rgb"].att + out["flow"].att)
+  p_a = labeling.fuse(out["rgb"].att, out["flow"].att)
   if how == "attention":
     return p_a
-  p_c = 0.5 * (jax.nn.softmax(out["rgb"].clu, -1) + jax.nn.softmax(out["flow"].clu, -1))
-  p_hat = p_c @ q_r[:, 0]
+  p_hat = fused_cluster_probs(out) @ q_r[:, 0]
   if how == "cluster":
     return p_hat
   if how == "fused":
@@ -53,7 +53,8 @@ def forward(model, params, rgb, flow):
 
 def fused_cluster_probs(out):
   """P^C (B, T, K): the two streams' cluster softmax, averaged (Eq. 20)."""
-  return 0.5 * (jax.nn.softmax(out["rgb"].clu, -1) + jax.nn.softmax(out["flow"].clu, -1))
+  return labeling.fuse(jax.nn.softmax(out["rgb"].clu, -1),
+                       jax.nn.softmax(out["flow"].clu, -1))
 
 
 class SnippetStats:
@@ -121,7 +122,8 @@ def inference_omega(inf_cfg) -> float:
 
 def snippet_class_scores(out, q_r, *, omega: float, fg_score: str):
   """S (B, T, C) = w * mean-stream softmax(cas) + (1 - w) * foreground."""
-  probs = 0.5 * (jax.nn.softmax(out["rgb"].cas, -1) + jax.nn.softmax(out["flow"].cas, -1))
+  probs = labeling.fuse(jax.nn.softmax(out["rgb"].cas, -1),
+                        jax.nn.softmax(out["flow"].cas, -1))
   fg = foreground_scores(out, q_r, fg_score)
   return omega * probs + (1.0 - omega) * fg[..., None]
 
@@ -129,11 +131,10 @@ def snippet_class_scores(out, q_r, *, omega: float, fg_score: str):
 def video_scores(out, scores, k: int):
   """Video-level class probabilities (B, C): top-k of S per class, each
   stream's logits averaged there, softmax per stream, then the mean."""
-  from case_jax import labeling
   idx = labeling.topk_indices(scores, k)
   per_stream = [jax.nn.softmax(labeling.video_logits(out[s].cas, idx), -1)
                 for s in ("rgb", "flow")]
-  return 0.5 * (per_stream[0] + per_stream[1])
+  return labeling.fuse(per_stream[0], per_stream[1])
 
 
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=(
