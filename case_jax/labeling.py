@@ -26,7 +26,9 @@ def fuse(a, b):
   """Two-stream fusion 0.5*a + 0.5*b (Eq. 20, 22, 24; P^A, P^C, scores).
 
   Written 0.5*(a + b): under jit XLA compiles 0.5*a + 0.5*b to this same
-  (a + b)*0.5, so every caller, jitted or eager, gets the bits it had.
+  (a + b)*0.5, so the jitted callers that spelled it either way and the
+  eager ones that spelled it 0.5*(a + b) keep their bits (eagerly the two
+  spellings differ only where a half underflows to a subnormal).
   """
   return 0.5 * (a + b)
 
