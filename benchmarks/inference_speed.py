@@ -17,10 +17,13 @@ import numpy as np
 
 from benchmarks import harness
 from case_jax import defaults, evaluator as evaluator_lib, model as model_lib, train
-from case_jax.data import VideoRecord, Segment, ground_truth
+from case_jax.data import (FEATURE_FPS, SNIPPET_FRAMES, Segment, VideoRecord,
+                           ground_truth)
 
 
 class _Videos:
+  fps, snippet_frames = FEATURE_FPS, SNIPPET_FRAMES
+
   def __init__(self, n, t, d, c, seed=0):
     rng = np.random.default_rng(seed)
     self.classes = [f"C{i:02d}" for i in range(c)]

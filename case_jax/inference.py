@@ -19,7 +19,11 @@ from __future__ import annotations
 import functools
 
 import jax
+import numpy as np
 
+from case_jax import data as data_lib
+from case_jax import detection, labeling
+from case_jax.snippet_metrics import clustering_entropies, fb_accuracy
 from case_jax import model as model_lib
 
 FG_SCORES = ("attention", "cluster", "fused")
@@ -33,11 +37,10 @@ def foreground_scores(out, q_r, how: str = "fused"):
   fused:     P-ddot^A = 0.5 P^A + 0.5 P-hat^A (the paper's CAT).
   out: per-stream outputs (B, T, ...); q_r: (K, 2).  Returns (B, T).
   """
-  p_a = 0.5 * (out["rgb"].att + out["flow"].att)
+  p_a = labeling.fuse(out["rgb"].att, out["flow"].att)
   if how == "attention":
     return p_a
-  p_c = 0.5 * (jax.nn.softmax(out["rgb"].clu, -1) + jax.nn.softmax(out["flow"].clu, -1))
-  p_hat = p_c @ q_r[:, 0]
+  p_hat = fused_cluster_probs(out) @ q_r[:, 0]
   if how == "cluster":
     return p_hat
   if how == "fused":
@@ -53,7 +56,8 @@ def forward(model, params, rgb, flow):
 
 def fused_cluster_probs(out):
   """P^C (B, T, K): the two streams' cluster softmax, averaged (Eq. 20)."""
-  return 0.5 * (jax.nn.softmax(out["rgb"].clu, -1) + jax.nn.softmax(out["flow"].clu, -1))
+  return labeling.fuse(jax.nn.softmax(out["rgb"].clu, -1),
+                       jax.nn.softmax(out["flow"].clu, -1))
 
 
 class SnippetStats:
@@ -69,8 +73,6 @@ class SnippetStats:
 
   def add(self, fg, p_c, batch) -> None:
     """fg (B, T), p_c (B, T, K) of one padded eval batch."""
-    import numpy as np
-    from case_jax.snippet_metrics import fb_accuracy
     n = float(((batch["fg_mask"] >= 0) & batch["valid"][:, None]).sum())
     self.hits += fb_accuracy(fg, batch["fg_mask"], batch["valid"]) * n
     self.total += n
@@ -78,8 +80,6 @@ class SnippetStats:
     self.masks.append(np.broadcast_to(batch["valid"][:, None], self.p_cs[-1].shape[:2]))
 
   def result(self) -> dict:
-    import numpy as np
-    from case_jax.snippet_metrics import clustering_entropies
     h_pc, h_mean = clustering_entropies(np.concatenate(self.p_cs),
                                         np.concatenate(self.masks))
     return {"fb_acc": self.hits / max(self.total, 1.0), "H_pc": h_pc,
@@ -89,7 +89,6 @@ class SnippetStats:
 def dataset_snippet_stats(dataset, model, params, q_r, *, num_segments: int,
                           how: str = "fused", batch_size: int = 32) -> dict:
   """``SnippetStats`` of ``how``-scores over a dataset (uniform sampling to T)."""
-  from case_jax import data as data_lib
   stats = SnippetStats()
   for batch in data_lib.eval_batches(dataset, num_segments=num_segments,
                                      batch_size=batch_size, pad_last=True):
@@ -121,7 +120,8 @@ def inference_omega(inf_cfg) -> float:
 
 def snippet_class_scores(out, q_r, *, omega: float, fg_score: str):
   """S (B, T, C) = w * mean-stream softmax(cas) + (1 - w) * foreground."""
-  probs = 0.5 * (jax.nn.softmax(out["rgb"].cas, -1) + jax.nn.softmax(out["flow"].cas, -1))
+  probs = labeling.fuse(jax.nn.softmax(out["rgb"].cas, -1),
+                        jax.nn.softmax(out["flow"].cas, -1))
   fg = foreground_scores(out, q_r, fg_score)
   return omega * probs + (1.0 - omega) * fg[..., None]
 
@@ -129,11 +129,10 @@ def snippet_class_scores(out, q_r, *, omega: float, fg_score: str):
 def video_scores(out, scores, k: int):
   """Video-level class probabilities (B, C): top-k of S per class, each
   stream's logits averaged there, softmax per stream, then the mean."""
-  from case_jax import labeling
   idx = labeling.topk_indices(scores, k)
   per_stream = [jax.nn.softmax(labeling.video_logits(out[s].cas, idx), -1)
                 for s in ("rgb", "flow")]
-  return 0.5 * (per_stream[0] + per_stream[1])
+  return labeling.fuse(per_stream[0], per_stream[1])
 
 
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=(
@@ -147,25 +146,17 @@ def score_batch(model, params, q_r, rgb, flow, *, omega, fg_score, k):
           foreground_scores(out, q_r, fg_score))
 
 
-def _thresholds(inf_cfg):
-  import numpy as np
-  if inf_cfg.thresholds == "released":
-    return np.arange(0.1, 1.0, 0.1)   # float values as they are, like released
-  return np.asarray(inf_cfg.thresholds, np.float64)
-
-
 def detect_dataset(dataset, model, params, q_r, cfg, *, keep_scores: bool = False):
   """Detections for every video of ``dataset`` (uniform sampling to T).
 
   Returns (detections {video_id: [{"label": int, "score", "segment"}]},
   foreground {video_id: (T,) scores} if keep_scores else {},
   ``SnippetStats`` result of the same foreground scores, from the same pass).
+  Seconds come from the dataset's time base (``dataset.fps``,
+  ``dataset.snippet_frames``: the records own it), never from a second copy.
   """
-  import numpy as np
-  from case_jax import data as data_lib
-  from case_jax import detection
-
   inf = cfg.inference
+  thresholds = detection.proposal_thresholds(inf.thresholds)
   t = cfg.data.num_segments
   fg_score = detection_fg_score(inf)
   omega = inference_omega(inf)
@@ -181,8 +172,8 @@ def detect_dataset(dataset, model, params, q_r, cfg, *, keep_scores: bool = Fals
       vid = str(batch["video_ids"][i])
       dets[vid] = detection.detect_video(
           s[i], v[i], int(batch["lengths"][i]), class_threshold=inf.class_threshold,
-          scale=inf.scale, thresholds=_thresholds(inf), num_segments=t,
-          fps=cfg.data.fps, snippet_frames=cfg.data.snippet_frames,
+          scale=inf.scale, thresholds=thresholds, num_segments=t,
+          fps=dataset.fps, snippet_frames=dataset.snippet_frames,
           outer_ratio=inf.outer_ratio, video_weight=inf.video_weight, nms=inf.nms,
           iou_threshold=inf.nms_iou, sigma=inf.nms_sigma,
           max_detections=inf.max_detections)

@@ -9,48 +9,28 @@ split over devices and every statistic that the paper takes over the batch
 """
 from __future__ import annotations
 
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from case_jax import sinkhorn
+from case_jax import collectives as coll
+from case_jax.norms import l2_normalize
+from case_jax.sinkhorn import Solver
 
 sg = lax.stop_gradient
 
 
-# ---------------------------------------------------------------------------
-# Collectives (identity on one device).
-# ---------------------------------------------------------------------------
-def _psum(x, axis_name):
-  return x if axis_name is None else lax.psum(x, axis_name)
-
-
-def _all_gather(x, axis_name):
-  return x if axis_name is None else lax.all_gather(x, axis_name, tiled=True)
-
-
-def _local_slice(x_global, n_local, axis_name):
-  if axis_name is None:
-    return x_global
-  start = lax.axis_index(axis_name) * n_local
-  return lax.dynamic_slice_in_dim(x_global, start, n_local)
-
-
 def fuse(a, b):
-  """Two-stream co-labeling fusion 0.5*a + 0.5*b (Eq. 20, 22, 24)."""
-  return 0.5 * a + 0.5 * b
+  """Two-stream fusion 0.5*a + 0.5*b (Eq. 20, 22, 24; P^A, P^C, scores).
 
-
-def l2_normalize(x, eps=1e-12):
-  """x / max(||x||, eps) along the last axis, with a finite gradient at 0.
-
-  ``jnp.linalg.norm`` has a NaN gradient at a zero vector (an empty cluster,
-  a snippet whose ReLU embedding is all zero); like torch's F.normalize the
-  gradient there is taken as zero.
+  Written 0.5*(a + b): under jit XLA compiles 0.5*a + 0.5*b to this same
+  (a + b)*0.5, so the jitted callers that spelled it either way and the
+  eager ones that spelled it 0.5*(a + b) keep their bits (eagerly the two
+  spellings differ only where a half underflows to a subnormal).
   """
-  sq = jnp.sum(x * x, axis=-1, keepdims=True)
-  return x * lax.rsqrt(jnp.maximum(sq, eps * eps))
+  return 0.5 * (a + b)
 
 
 # ---------------------------------------------------------------------------
@@ -137,28 +117,22 @@ def ddcl_log_prior(p_a, q_r_fg, sigma, rank="argsort", axis_name=None):
   if rank == "prob":
     dist = jnp.abs(p_a[:, None] - q_r_fg[None, :])
   elif rank in ("argsort", "rank"):
-    p_all = _all_gather(p_a, axis_name)                # ranks are over the batch
+    p_all = coll.all_gather(p_a, axis_name)                # ranks are over the batch
     n = p_all.shape[0]
     order = jnp.argsort(-p_all)
     if rank == "argsort":
       r = order
     else:
       r = jnp.zeros_like(order).at[order].set(jnp.arange(n, dtype=order.dtype))
-    r = _local_slice(r.astype(jnp.float32), n_local, axis_name)
+    r = coll.local_slice(r.astype(jnp.float32), n_local, axis_name)
     dist = jnp.abs((r[:, None] + 1.0) / n - (1.0 - q_r_fg[None, :]))
   else:
     raise ValueError(f"labeling.rank must be 'argsort', 'rank' or 'prob', got {rank!r}")
   return -dist ** 2 / (2.0 * sigma ** 2)
 
 
-def _solve(log_p, cfg, beta=None, log_prior=None, axis_name=None):
-  kw = dict(eps=cfg.eps, log_prior=log_prior, mode=cfg.sinkhorn_mode,
-            axis_name=axis_name)
-  if cfg.sinkhorn_mode == "released":
-    kw["num_iters"] = cfg.sinkhorn_iters
-  else:
-    kw.update(tol=cfg.sinkhorn_tol, max_iters=cfg.sinkhorn_max_iters)
-  q, info = sinkhorn.solve(log_p, beta=beta, **kw)
+def _solve(solver, log_p, beta=None, log_prior=None, axis_name=None):
+  q, info = solver(log_p, beta=beta, log_prior=log_prior, axis_name=axis_name)
   return sg(q), info
 
 
@@ -166,17 +140,21 @@ def _harden(q):
   return jax.nn.one_hot(jnp.argmax(q, axis=-1), q.shape[-1], dtype=q.dtype)
 
 
-def cluster_labels(log_p, logits, cfg, log_prior=None, axis_name=None):
+def cluster_labels(log_p, logits, solver: Solver, *, dcl: bool = True,
+                   hard: bool = False, log_prior=None,
+                   axis_name: Optional[str] = None):
   """Q^C for N snippets (Eq. 4-7 / 14-15, Table 4 variants).
 
   log_p: (N_local, K) OT input; logits: (N_local, K) cluster logits used by
-  the unconstrained "PL" variant.  Returns (q (N_local, K), sinkhorn info|None).
+  the unconstrained "PL" variant (dcl=False); hard: one-hot argmax labels;
+  log_prior: optional (N_local, K) DDCL log prior.
+  Returns (q (N_local, K), sinkhorn info | None).
   """
-  if cfg.dcl:
-    q, info = _solve(log_p, cfg, log_prior=log_prior, axis_name=axis_name)
+  if dcl:
+    q, info = _solve(solver, log_p, log_prior=log_prior, axis_name=axis_name)
   else:  # "PL": the prediction itself, no distribution constraint
     q, info = sg(jax.nn.softmax(logits, axis=-1)), None
-  return (_harden(q) if cfg.hard else q), info
+  return (_harden(q) if hard else q), info
 
 
 # ---------------------------------------------------------------------------
@@ -192,7 +170,7 @@ def prototypes(weights, emb, axis_name=None):
   differentiated, so pmap and shard_map agree; see train.py).
   """
   local = weights.T @ emb
-  total = local + sg(_psum(local, axis_name) - local)
+  total = local + sg(coll.psum(local, axis_name) - local)
   return l2_normalize(total)
 
 
@@ -214,14 +192,16 @@ def beta_r(q_a, how="empirical", axis_name=None):
     return jnp.array([0.5, 0.5], jnp.float32)
   if how != "empirical":
     raise ValueError(f"labeling.beta_r must be 'empirical' or 'uniform', got {how!r}")
-  fg = _psum(jnp.sum(q_a), axis_name) / _psum(q_a.shape[0], axis_name)
+  fg = coll.psum(jnp.sum(q_a), axis_name) / coll.psum(q_a.shape[0], axis_name)
   fg = jnp.clip(fg, 1e-6, 1.0 - 1e-6)
   return sg(jnp.stack([fg, 1.0 - fg]))
 
 
-def cluster_cls_labels(log_p, beta, cfg):
-  """Q^R (K, 2) by Sinkhorn with column marginal beta^R (Eq. 11-12)."""
-  return _solve(log_p, cfg, beta=beta)
+def cluster_cls_labels(log_p, beta, solver: Solver):
+  """Q^R (K, 2) by Sinkhorn with column marginal beta^R (Eq. 11-12).
+
+  log_p: (K, 2); beta: (2,).  Returns (q (K, 2), sinkhorn info)."""
+  return _solve(solver, log_p, beta=beta)
 
 
 def initial_q_r(num_clusters, how="uniform_all"):

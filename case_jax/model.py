@@ -16,12 +16,15 @@ per-snippet dense layer).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from case_jax.norms import l2_normalize
 
 STREAMS = ("rgb", "flow")
 
@@ -114,8 +117,9 @@ def _layer(features: int, in_dim: int, kernel_size: int, init: str,
                  dtype=dtype, **kw)
 
 
-class StreamNet(nn.Module):
-  """One stream: CAS branch, attention branch and cosine cluster head."""
+class StreamFields(nn.Module):
+  """The hyper-parameters of a stream, declared once for StreamNet and
+  CASEModel (which passes them on to its two streams)."""
   num_classes: int
   embed_dim: int = 512
   num_clusters: int = 16
@@ -123,6 +127,15 @@ class StreamNet(nn.Module):
   kernel_size: int = 1
   init_scheme: str = "pytorch"
   dtype: Any = None        # computation dtype (e.g. bfloat16); params stay f32
+
+  def stream_fields(self) -> dict:
+    """These fields' values, by name."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(StreamFields)
+            if f.name not in ("parent", "name")}
+
+
+class StreamNet(StreamFields):
+  """One stream: CAS branch, attention branch and cosine cluster head."""
 
   @nn.compact
   def __call__(self, x: jax.Array) -> StreamOutputs:
@@ -140,41 +153,39 @@ class StreamNet(nn.Module):
     protos = self.param("prototypes", proto_init,
                         (self.num_clusters, self.embed_dim))
     emb32 = emb.astype(jnp.float32)
-    sq = jnp.sum(emb32 * emb32, axis=-1, keepdims=True)
-    unit = emb32 * jax.lax.rsqrt(jnp.maximum(sq, 1e-24))  # finite grad at 0
-    clu = self.cluster_temp * unit @ protos.T
+    clu = self.cluster_temp * l2_normalize(emb32) @ protos.T
     return StreamOutputs(cas.astype(jnp.float32), att.astype(jnp.float32), clu,
                          emb32)
 
 
-class CASEModel(nn.Module):
+class CASEModel(StreamFields):
   """Two independent streams; inputs rgb, flow of shape (B, T, D_s)."""
-  num_classes: int
-  embed_dim: int = 512
-  num_clusters: int = 16
-  cluster_temp: float = 10.0
-  kernel_size: int = 1
-  init_scheme: str = "pytorch"
-  dtype: Any = None
 
   @nn.compact
   def __call__(self, rgb: jax.Array, flow: jax.Array) -> dict[str, StreamOutputs]:
-    kw = dict(num_classes=self.num_classes, embed_dim=self.embed_dim,
-              num_clusters=self.num_clusters, cluster_temp=self.cluster_temp,
-              kernel_size=self.kernel_size, init_scheme=self.init_scheme, dtype=self.dtype)
+    kw = self.stream_fields()
     return {"rgb": StreamNet(name="rgb", **kw)(rgb),
             "flow": StreamNet(name="flow", **kw)(flow)}
 
 
+_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+
+
+def fields_from(model_cfg) -> dict:
+  """StreamFields values (all but num_classes) from ``config.model``: the one
+  mapping of its key names and dtype strings onto the model's fields."""
+  name = model_cfg.get("dtype", "float32")
+  if name not in _DTYPES:
+    raise ValueError(f"model.dtype must be 'float32' or 'bfloat16', got {name!r}")
+  return dict(embed_dim=model_cfg.embed_dim, num_clusters=model_cfg.num_clusters,
+              cluster_temp=model_cfg.cluster_temp,
+              kernel_size=model_cfg.kernel_size, init_scheme=model_cfg.init,
+              dtype=_DTYPES[name])
+
+
 def from_config(model_cfg, num_classes: int) -> CASEModel:
-  dtype = {"float32": None, "bfloat16": jnp.bfloat16}.get(model_cfg.get("dtype", "float32"), "?")
-  if dtype == "?":
-    raise ValueError(f"model.dtype must be 'float32' or 'bfloat16', got {model_cfg.dtype!r}")
-  return CASEModel(num_classes=num_classes, embed_dim=model_cfg.embed_dim,
-                   num_clusters=model_cfg.num_clusters,
-                   cluster_temp=model_cfg.cluster_temp,
-                   kernel_size=model_cfg.kernel_size, init_scheme=model_cfg.init,
-                   dtype=dtype)
+  """The CASEModel of ``config.model`` for ``num_classes`` classes."""
+  return CASEModel(num_classes=num_classes, **fields_from(model_cfg))
 
 
 def normalize_prototypes(params):
@@ -187,6 +198,8 @@ def normalize_prototypes(params):
   """
   def fix(path, leaf):
     if path and getattr(path[-1], "key", None) == "prototypes":
+      # Not norms.l2_normalize: its rsqrt form changes the last bits of the
+      # trained parameters (the golden runs), and no gradient flows here.
       return leaf / jnp.maximum(jnp.linalg.norm(leaf, axis=-1, keepdims=True), 1e-12)
     return leaf
   return jax.tree_util.tree_map_with_path(fix, params)

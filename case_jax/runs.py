@@ -119,6 +119,7 @@ class FeatureFolder:
     if not ids:
       raise FileNotFoundError(f"no .npy feature files in {rgb_dir}")
     self.classes = list(classes)
+    self.fps, self.snippet_frames = fps, snippet_frames   # the time base
     self.records = []
     for vid in ids:
       rgb = _load(os.path.join(rgb_dir, vid + ".npy"), rgb_dim)

@@ -18,7 +18,8 @@ constant, which is Eq. 6 / 7.  Everything here works on the log-kernel
   ``u = a / K~ v`` on a stabilised kernel ``K~ = exp(log K + f + g)``; whenever
   the scalings drift past ``exp(+-absorb_threshold)`` they are absorbed into the
   log potentials and K~ is recomputed (Schmitzer 2019).  Two mat-vecs per
-  iteration instead of two exp passes, so several times faster on CPU.
+  iteration instead of two exp passes, so several times faster on CPU
+  (sinkhorn_scaling.py).
 * ``mode="auto"`` (default): ``scaling`` and, only for problems where it broke
   down (a row or column of K~ underflowed to zero, or anything non-finite),
   ``log`` from scratch.  Under ``vmap`` the fallback loop runs zero iterations
@@ -44,15 +45,19 @@ default marginals) are ``psum``-ed so the constraints hold over the global batch
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
+from case_jax import collectives as coll
+from case_jax import sinkhorn_scaling
+
 MODES = ("auto", "scaling", "log", "released")
-_MODE_IDS = {"log": 0, "scaling": 1, "released": 2}
 
 
 class SinkhornInfo(NamedTuple):
@@ -74,17 +79,6 @@ class SinkhornInfo(NamedTuple):
   fell_back: jax.Array
 
 
-# ---------------------------------------------------------------------------
-# Collectives that are the identity when the rows are not split.
-# ---------------------------------------------------------------------------
-def _psum(x, axis_name):
-  return x if axis_name is None else lax.psum(x, axis_name)
-
-
-def _pmax(x, axis_name):
-  return x if axis_name is None else lax.pmax(x, axis_name)
-
-
 def _safe_max(m):
   """A max usable as a logsumexp shift: 0 where every entry was -inf."""
   return jnp.where(jnp.isfinite(m), m, 0.0)
@@ -92,8 +86,8 @@ def _safe_max(m):
 
 def _lse_over_rows(x, axis_name):
   """logsumexp over axis 0 (the possibly sharded N axis). x: (N, K) -> (K,)."""
-  m = _safe_max(_pmax(jnp.max(x, axis=0), axis_name))
-  s = _psum(jnp.sum(jnp.exp(x - m), axis=0), axis_name)
+  m = _safe_max(coll.pmax(jnp.max(x, axis=0), axis_name))
+  s = coll.psum(jnp.sum(jnp.exp(x - m), axis=0), axis_name)
   return m + jnp.log(s)
 
 
@@ -101,63 +95,6 @@ def _lse_over_cols(x):
   """logsumexp over axis 1 (K, always local). x: (N, K) -> (N,)."""
   m = _safe_max(jnp.max(x, axis=1))
   return m + jnp.log(jnp.sum(jnp.exp(x - m[:, None]), axis=1))
-
-
-class _BlockedKernel(NamedTuple):
-  """An (N, K) kernel split into (N // B, B, K) blocks and an (N % B, K) rest.
-
-  A plain f32 ``u @ kern`` accumulates the N products serially (relative
-  error ~1e-5 at N = 12000, which stalls convergence checks).  Partial dots
-  over B-row blocks followed by a sum over blocks are as fast and ~100x more
-  accurate.  The split is made once per absorption, not per iteration: slicing
-  inside the loop would copy the kernel every iteration.
-  """
-  main: jax.Array
-  rest: jax.Array
-
-  @classmethod
-  def split(cls, kern, block=128):
-    n, k = kern.shape
-    n_main = (n // block) * block
-    return cls(kern[:n_main].reshape(-1, block, k), kern[n_main:])
-
-  @property
-  def n_main(self):
-    return self.main.shape[0] * self.main.shape[1]
-
-  def col_sums(self, u):
-    """u^T kern: (N,) -> (K,)."""
-    nb, block, _ = self.main.shape
-    out = jnp.einsum("bn,bnk->bk", u[:self.n_main].reshape(nb, block),
-                     self.main).sum(axis=0)
-    if self.rest.shape[0]:
-      out = out + u[self.n_main:] @ self.rest
-    return out
-
-  def row_dots(self, v):
-    """kern v: (K,) -> (N,)."""
-    out = (self.main @ v).reshape(-1)
-    if self.rest.shape[0]:
-      out = jnp.concatenate([out, self.rest @ v])
-    return out
-
-
-def _typed_zeros(log_k, axis_name):
-  """(K,) zeros typed like a column statistic of log_k, and a scalar zero.
-
-  Inside shard_map a loop carry must be exactly as device-varying as the
-  loop body's output.  Column statistics are invariant when the rows are
-  split over ``axis_name`` (they are psum-ed) but varying when log_k itself
-  varies per device (e.g. Q^R, solved redundantly on every device); deriving
-  the initial carries from log_k this way gives them the right type in both
-  cases, and costs nothing outside shard_map.
-  """
-  cols = _psum(jnp.zeros_like(log_k[0]), axis_name)
-  return cols, cols[0]
-
-
-def _any_global(pred, axis_name):
-  return _psum(jnp.any(pred).astype(jnp.int32), axis_name) > 0
 
 
 # ---------------------------------------------------------------------------
@@ -169,7 +106,7 @@ def _marginals(n_local, k, dtype, alpha, beta, axis_name):
     a = jnp.ones((n_local,), dtype)
   else:
     a = jnp.asarray(alpha, dtype)
-  a_total = _psum(jnp.sum(a), axis_name)
+  a_total = coll.psum(jnp.sum(a), axis_name)
   if beta is None:
     b = jnp.full((k,), 1.0 / k, dtype) * a_total
   else:
@@ -180,9 +117,9 @@ def _marginals(n_local, k, dtype, alpha, beta, axis_name):
 
 def _errors(q, a, b, axis_name):
   """Relative L1 marginal errors of q. q: (N, K), a: (N,), b: (K,)."""
-  a_total = _psum(jnp.sum(a), axis_name)
-  row = _psum(jnp.sum(jnp.abs(jnp.sum(q, axis=1) - a)), axis_name) / a_total
-  col = jnp.sum(jnp.abs(_psum(jnp.sum(q, axis=0), axis_name) - b)) / jnp.sum(b)
+  a_total = coll.psum(jnp.sum(a), axis_name)
+  row = coll.psum(jnp.sum(jnp.abs(jnp.sum(q, axis=1) - a)), axis_name) / a_total
+  col = jnp.sum(jnp.abs(coll.psum(jnp.sum(q, axis=0), axis_name) - b)) / jnp.sum(b)
   return row, col
 
 
@@ -212,86 +149,10 @@ def _log_loop(log_k, log_a, log_b, f, g, limit, tol, axis_name):
     # The error belongs to the previous iterate: count that one as converged.
     return f, g, it + 1, jnp.where(it == 0, jnp.inf, err)
 
-  _, zero = _typed_zeros(log_k, axis_name)
+  _, zero = coll.carry_zeros(log_k, axis_name)
   f, g, it, err = lax.while_loop(cond, body, (f, g, jnp.zeros((), jnp.int32),
                                               zero + jnp.inf))
   return f, g, it
-
-
-# ---------------------------------------------------------------------------
-# Stabilised scaling-domain Sinkhorn with absorption.
-# ---------------------------------------------------------------------------
-_TINY = 1e-30  # relative floor on K~ v and K~^T u (see _scaling_loop)
-
-
-def _scaling_loop(log_k, a, b, limit, tol, absorb_threshold, axis_name,
-                  stop_on_breakdown):
-  """Scaling iterations on K~ = exp(log K + f + g), absorbing drifted scalings.
-
-  The outer loop absorbs (f += log u, g += log v, recompute K~) and runs an
-  inner loop of cheap mat-vec iterations until the scalings leave
-  [exp(-t), exp(t)], the budget ``limit`` is spent, or the error is <= tol.
-
-  Where a row or column of K~ has underflowed to zero, K~ v (or K~^T u) is
-  floored at 1e-30 of its target, so the scalings stay finite and the next
-  absorption re-expands the kernel; such a "breakdown" is flagged because
-  progress is then slow (``auto`` answers with the log-domain solve instead).
-  Returns (g, iterations, broke_down); the caller finishes with a row update.
-  """
-  b_total = jnp.sum(b)
-  bound = jnp.exp(jnp.asarray(absorb_threshold, log_k.dtype))
-  _, zero = _typed_zeros(log_k, axis_name)
-
-  def spread(x):
-    # max(x, 1/x): one fused reduction that is > bound when x drifted and
-    # NaN (failing every <=) when x is NaN.
-    return jnp.max(jnp.maximum(x, 1.0 / x))
-
-  def inner(kern, u, v, it):
-    def cond(state):
-      _, _, it, err, health, _ = state
-      return (it < limit) & (err > tol) & (health <= bound)
-
-    def body(state):
-      u, v, it, _, _, floored = state
-      ktu = _psum(kern.col_sums(u), axis_name)                      # (K,)
-      err = jnp.sum(jnp.abs(v * ktu - b)) / b_total                # of (u, v)
-      floor_b = b * _TINY
-      v = b / jnp.maximum(ktu, floor_b)
-      kv = kern.row_dots(v)                                         # (N,)
-      floor_a = a * _TINY
-      u = a / jnp.maximum(kv, floor_a)
-      floored = (floored | jnp.any(ktu < floor_b)
-                 | _any_global(kv < floor_a, axis_name))
-      health = jnp.maximum(_pmax(spread(u), axis_name), spread(v))
-      return u, v, it + 1, err, health, floored
-
-    # The first error is of the absorbed plan, not yet measured: start at inf.
-    init = (u, v, it, zero + jnp.inf, zero + 1.0, zero > 1.0)
-    u, v, it, err, health, floored = lax.while_loop(cond, body, init)
-    return u, v, it, err, floored | ~(health < jnp.inf)
-
-  def outer_cond(state):
-    _, _, _, _, it, err, broke = state
-    go = (it < limit) & (err > tol)
-    return go & ~broke if stop_on_breakdown else go
-
-  def outer_body(state):
-    f, g, u, v, it, _, broke = state
-    f = f + jnp.log(u)
-    g = g + jnp.log(v)
-    kern = _BlockedKernel.split(jnp.exp(log_k + f[:, None] + g[None, :]))
-    u, v, it, err, floored = inner(kern, jnp.ones_like(u), jnp.ones_like(v), it)
-    return f, g, u, v, it, err, broke | floored
-
-  # Carries start from data-derived zeros so that inside shard_map they are
-  # exactly as device-varying as the loop body's outputs (see _typed_zeros).
-  rows = jnp.zeros_like(log_k[:, 0])
-  cols, zero = _typed_zeros(log_k, axis_name)
-  state = (rows, cols, rows + 1, cols + 1, jnp.zeros((), jnp.int32),
-           zero + jnp.inf, zero > 1.0)
-  _, g, _, v, it, _, broke = lax.while_loop(outer_cond, outer_body, state)
-  return g + jnp.log(v), it, broke
 
 
 # ---------------------------------------------------------------------------
@@ -306,7 +167,7 @@ def _released(log_k, a, b, num_iters, axis_name):
   factor sum(alpha)); identical to the released code for alpha = 1 and beta a
   probability vector (or None).
   """
-  a_total = _psum(jnp.sum(a), axis_name)
+  a_total = coll.psum(jnp.sum(a), axis_name)
   log_a = jnp.log(a / a_total)
   log_b = jnp.log(b / jnp.sum(b))
   total = _lse_over_rows(log_k, axis_name)                         # (K,)
@@ -344,6 +205,29 @@ def _check_shapes(log_p, alpha, beta, log_prior):
                      f"like log_p, got {jnp.shape(log_prior)}.")
 
 
+def _reject_nonpositive_marginals(fn):
+  """Checks concrete alpha / beta eagerly: a zero (or negative, non-finite)
+  entry is rejected, since a row or column without mass has log-marginal
+  -inf, which the scaling iterations turn into 0/0.  Traced marginals (under
+  jit / vmap) cannot be checked here; they must be positive too."""
+  @functools.wraps(fn)
+  def checked(log_p, alpha=None, beta=None, **kwargs):
+    for name, m in (("alpha", alpha), ("beta", beta)):
+      if m is None or isinstance(m, jax.core.Tracer):
+        continue
+      m = np.asarray(m)
+      if m.size and not np.all(np.isfinite(m) & (m > 0)):
+        bad = int(np.flatnonzero(~(np.isfinite(m) & (m > 0)))[0])
+        raise ValueError(
+            f"sinkhorn.solve: {name} must be finite and positive, got "
+            f"{name}[{bad}] = {m.reshape(-1)[bad]}; drop the "
+            f"{'rows' if name == 'alpha' else 'columns'} without mass before "
+            "solving.")
+    return fn(log_p, alpha, beta, **kwargs)
+  return checked
+
+
+@_reject_nonpositive_marginals
 @functools.partial(
     jax.jit, static_argnames=("mode", "axis_name", "absorb_threshold"))
 def solve(log_p: jax.Array,
@@ -363,7 +247,8 @@ def solve(log_p: jax.Array,
   Args:
     log_p: (N, K) log-probabilities or logits (any per-row constant is
       irrelevant). With ``axis_name``, the local (N_local, K) block.
-    alpha: (N,) positive row marginals; None means ones (each pseudo-label is
+    alpha: (N,) positive row marginals (a concrete zero entry raises
+      ValueError); None means ones (each pseudo-label is
       a distribution).
     beta: (K,) positive column marginals of any scale; rescaled to the total
       of alpha (the polytope is empty otherwise), so proportions suffice
@@ -422,7 +307,7 @@ def solve(log_p: jax.Array,
   log_a, log_b = jnp.log(a), jnp.log(b)
 
   def log_solution(limit):
-    f0, g0 = jnp.zeros_like(log_k[:, 0]), _typed_zeros(log_k, axis_name)[0]
+    f0, g0 = jnp.zeros_like(log_k[:, 0]), coll.carry_zeros(log_k, axis_name)[0]
     _, g, it = _log_loop(log_k, log_a, log_b, f0, g0, limit, tol_v, axis_name)
     # The last row update, written as a softmax so rows are exact to rounding.
     return a[:, None] * jax.nn.softmax(log_k + g[None, :], axis=1), it
@@ -431,11 +316,12 @@ def solve(log_p: jax.Array,
     q, it = log_solution(limit)
     fell_back = false
   else:
-    g, it, broke = _scaling_loop(log_k, a, b, limit, tol_v, absorb_threshold,
-                                 axis_name, stop_on_breakdown=(mode == "auto"))
+    g, it, broke = sinkhorn_scaling.scaling_loop(
+        log_k, a, b, limit, tol_v, absorb_threshold, axis_name,
+        stop_on_breakdown=(mode == "auto"))
     # The last row update, as a softmax: rows exact to rounding, no overflow.
     q = a[:, None] * jax.nn.softmax(log_k + g[None, :], axis=1)
-    broke = broke | _any_global(~jnp.isfinite(q), axis_name)
+    broke = broke | coll.any_device(~jnp.isfinite(q), axis_name)
     if mode == "auto":
       # lax.cond runs the log-domain solve only where the scaling path broke
       # down.  Under vmap the predicate is batched and cond becomes a select
@@ -454,3 +340,44 @@ def solve(log_p: jax.Array,
   met = (it < limit) | ((row <= tol_v) & (col <= tol_v))
   converged = (num_iters is None) & met
   return q, SinkhornInfo(row, col, it, jnp.asarray(converged), fell_back)
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Solver:
+  """The settings of a family of solves, built once and passed around.
+
+  ``solver(log_p, alpha, beta, log_prior=..., axis_name=...)`` is ``solve``
+  with these settings.  Frozen and hashable, so it can be a static argument.
+  """
+  mode: str = "auto"
+  eps: float = 20.0
+  num_iters: Optional[int] = None
+  tol: Optional[float] = None
+  max_iters: int = 1000
+  absorb_threshold: float = 30.0
+
+  def __post_init__(self):
+    if self.mode not in MODES:
+      raise ValueError(f"sinkhorn.Solver: unknown mode {self.mode!r}; choose "
+                       f"one of {MODES}.")
+
+  @classmethod
+  def from_config(cls, labeling_cfg) -> "Solver":
+    """From ``config.labeling``: ``released`` runs ``sinkhorn_iters`` passes,
+    the iterative modes run to ``sinkhorn_tol`` (``sinkhorn_max_iters`` at
+    most)."""
+    if labeling_cfg.sinkhorn_mode == "released":
+      return cls(mode="released", eps=labeling_cfg.eps,
+                 num_iters=labeling_cfg.sinkhorn_iters)
+    return cls(mode=labeling_cfg.sinkhorn_mode, eps=labeling_cfg.eps,
+               tol=labeling_cfg.sinkhorn_tol,
+               max_iters=labeling_cfg.sinkhorn_max_iters)
+
+  def __call__(self, log_p, alpha=None, beta=None, *, log_prior=None,
+               axis_name: Optional[str] = None):
+    """(q (N, K), SinkhornInfo) of ``solve`` with these settings."""
+    return solve(log_p, alpha, beta, eps=self.eps, log_prior=log_prior,
+                 num_iters=self.num_iters, tol=self.tol,
+                 max_iters=self.max_iters, mode=self.mode, axis_name=axis_name,
+                 absorb_threshold=self.absorb_threshold)

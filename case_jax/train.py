@@ -36,7 +36,7 @@ from case_jax import (datasets, distributed, evaluator as evaluator_lib, labelin
                       placement as placement_lib, seeds as seeds_lib, tracking,
                       visualize, workdir as workdir_lib)
 from case_jax import model as model_lib
-from case_jax.objective import case_objective
+from case_jax.objective import ObjectiveSettings, case_objective
 from case_jax.placement import AXIS
 
 
@@ -91,6 +91,7 @@ def make_step_fn(cfg, *, axis_name: Optional[str] = AXIS,
   b = global batch / num_devices.
   """
   ccc = cfg.labeling.cluster_classification
+  settings = ObjectiveSettings.from_config(cfg)   # built once, not per trace
 
   def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     # As released: prototypes are normalised in place before the forward, and
@@ -99,7 +100,7 @@ def make_step_fn(cfg, *, axis_name: Optional[str] = AXIS,
 
     def loss_fn(p):
       out = state.apply_fn({"params": p}, batch["rgb"], batch["flow"])
-      res = case_objective(out, batch["labels"], state.q_r, cfg,
+      res = case_objective(out, batch["labels"], state.q_r, settings,
                            fg_mask=batch.get("fg_mask"), axis_name=axis_name,
                            num_devices=num_devices)
       return res.grad_loss, res

@@ -10,6 +10,7 @@ import pytest
 
 from case_jax import defaults
 from case_jax import labeling as lab
+from case_jax.sinkhorn import Solver
 from tests import case_reference as ref
 from tests.sinkhorn_reference import released_ot_numpy
 
@@ -22,6 +23,10 @@ def _cfg(**kw):
   for key, val in kw.items():
     setattr(cfg, key, val)
   return cfg
+
+
+def _solver(**kw):
+  return Solver.from_config(_cfg(**kw))
 
 
 def _cos_logits(rng, n=N, k=K, temp=10.0):
@@ -236,11 +241,12 @@ def test_released_snippet_clustering_target(seed, sigma):
 
   log_p = lab.fused_log_p(clu_r, clu_f, 10.0, cfg.eps_on, cfg.colabel_fuse)
   log_prior = lab.ddcl_log_prior(p_a, q_r_prev[:, 0], cfg.sigma, cfg.rank)
-  q, info = lab.cluster_labels(log_p, lab.fuse(clu_r, clu_f), cfg, log_prior)
+  q, info = lab.cluster_labels(log_p, lab.fuse(clu_r, clu_f), Solver.from_config(cfg),
+                               log_prior=log_prior)
   np.testing.assert_allclose(np.asarray(q), want, atol=1e-5)
   assert info is not None
   if sigma < 1:   # the prior matters here: leaving it out changes Q^C
-    q0, _ = lab.cluster_labels(log_p, lab.fuse(clu_r, clu_f), cfg, None)
+    q0, _ = lab.cluster_labels(log_p, lab.fuse(clu_r, clu_f), Solver.from_config(cfg))
     assert np.abs(np.asarray(q0) - want).max() > 1e-3
 
 
@@ -251,17 +257,17 @@ def test_pl_and_hard_variants():
   log_p = lab.ot_log_p(logits, 10.0, "cosine")
   soft_dcl = released_ot_numpy(logits, eps=20.0, temp=10.0)
 
-  q, info = lab.cluster_labels(log_p, logits, _cfg(dcl=False, hard=False))
+  q, info = lab.cluster_labels(log_p, logits, _solver(), dcl=False, hard=False)
   assert info is None
   np.testing.assert_allclose(np.asarray(q), ref.softmax(logits), atol=1e-6)
 
-  q, _ = lab.cluster_labels(log_p, logits, _cfg(dcl=False, hard=True))
+  q, _ = lab.cluster_labels(log_p, logits, _solver(), dcl=False, hard=True)
   np.testing.assert_array_equal(np.asarray(q), ref.one_hot_argmax(ref.softmax(logits)))
 
-  q, _ = lab.cluster_labels(log_p, logits, _cfg(dcl=True, hard=True))
+  q, _ = lab.cluster_labels(log_p, logits, _solver(), dcl=True, hard=True)
   np.testing.assert_array_equal(np.asarray(q), ref.one_hot_argmax(soft_dcl))
 
-  q, _ = lab.cluster_labels(log_p, logits, _cfg(dcl=True, hard=False))
+  q, _ = lab.cluster_labels(log_p, logits, _solver(), dcl=True, hard=False)
   np.testing.assert_allclose(np.asarray(q), soft_dcl, atol=1e-5)
   # DCL spreads the mass over clusters more evenly than PL does.
   col = lambda m: np.asarray(m).sum(0) / len(m)
@@ -336,7 +342,7 @@ def test_cluster_cls_labels_are_released_ot_with_beta(seed):
   np.testing.assert_allclose(beta, [q_a.mean(), 1 - q_a.mean()], atol=1e-7)
   cfg = _cfg()
   log_p = lab.fused_log_p(cls_r, cls_f, 10.0, cfg.eps_on, cfg.colabel_fuse)
-  q_r, _ = lab.cluster_cls_labels(log_p, beta, cfg)
+  q_r, _ = lab.cluster_cls_labels(log_p, beta, Solver.from_config(cfg))
   want = released_ot_numpy(0.5 * cls_r.astype(np.float64) + 0.5 * cls_f,
                            beta=[q_a.mean(), 1 - q_a.mean()], eps=20.0, temp=10.0)
   np.testing.assert_allclose(np.asarray(q_r), want, atol=1e-5)
@@ -369,13 +375,14 @@ def test_qc_and_qr_marginals_with_the_iterative_solver():
   n, k = 240, 6
   logits = (10 * rng.uniform(-1, 1, size=(n, k))).astype(np.float32)
   log_p = lab.ot_log_p(logits, 10.0, "cosine")
-  q_c, info = lab.cluster_labels(log_p, logits, cfg)
+  q_c, info = lab.cluster_labels(log_p, logits, Solver.from_config(cfg))
   q_c = np.asarray(q_c, np.float64)
   np.testing.assert_allclose(q_c.sum(1), 1.0, atol=1e-5)
   np.testing.assert_allclose(q_c.sum(0), n / k, rtol=1e-5)
   cls = (10 * rng.uniform(-1, 1, size=(k, 2))).astype(np.float32)
   beta = np.array([0.3, 0.7], np.float32)
-  q_r, _ = lab.cluster_cls_labels(lab.ot_log_p(cls, 10.0, "cosine"), beta, cfg)
+  q_r, _ = lab.cluster_cls_labels(lab.ot_log_p(cls, 10.0, "cosine"), beta,
+                                  Solver.from_config(cfg))
   q_r = np.asarray(q_r, np.float64)
   np.testing.assert_allclose(q_r.sum(1), 1.0, atol=1e-5)
   np.testing.assert_allclose(q_r.sum(0), k * beta, rtol=1e-5)

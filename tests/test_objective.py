@@ -9,7 +9,7 @@ import pytest
 from case_jax import defaults
 from case_jax import labeling as lab
 from case_jax.model import CASEModel, StreamOutputs, normalize_prototypes
-from case_jax.objective import case_objective
+from case_jax.objective import ObjectiveSettings, case_objective
 from tests import case_reference as ref
 
 B, T, C, K, E = 3, 24, 5, 6, 8
@@ -19,13 +19,14 @@ TERMS = ("L_V", "L_A", "L_C", "L_R", "loss")
 FIELDS = ("cas", "att", "clu", "emb")
 
 
-def _cfg(labeling=None, loss=None):
+def _settings(labeling=None, loss=None):
+  """ObjectiveSettings of the default config with these overrides."""
   cfg = defaults.base_config()
   for key, val in (labeling or {}).items():
     setattr(cfg.labeling, key, val)
   for key, val in (loss or {}).items():
     setattr(cfg.loss, key, val)
-  return cfg
+  return ObjectiveSettings.from_config(cfg)
 
 
 def _problem(seed):
@@ -62,8 +63,8 @@ def _check_terms(res, want, terms=TERMS):
 @pytest.mark.parametrize("seed", (0, 1, 2))
 def test_default_objective_matches_released_oracle(seed):
   _, raw, labels = _problem(seed)
-  cfg = _cfg()
-  q_r_prev = np.asarray(lab.initial_q_r(K, cfg.labeling.prior_qr_init))   # all 1/K
+  cfg = _settings()
+  q_r_prev = np.asarray(lab.initial_q_r(K, defaults.base_config().labeling.prior_qr_init))   # all 1/K
   res = case_objective(_outputs(raw), labels, q_r_prev, cfg)
   want = _oracle(raw, labels, q_r_prev)
   _check_terms(res, want)
@@ -97,7 +98,7 @@ def test_objective_ddcl_prior_wiring(rank):
   _, raw, labels = _problem(3)
   rng = np.random.default_rng(30)
   q_r_prev = rng.dirichlet([0.3, 0.3], size=K).astype(np.float32)
-  cfg = _cfg({"sigma": 0.3, "rank": rank})
+  cfg = _settings({"sigma": 0.3, "rank": rank})
   res = case_objective(_outputs(raw), labels, q_r_prev, cfg)
   want = _oracle(raw, labels, q_r_prev, sigma=0.3, rank=rank)
   _check_terms(res, want)
@@ -107,7 +108,7 @@ def test_objective_ddcl_prior_wiring(rank):
   assert abs(flat["L_C"] - want["L_C"]) > 30 * RTOL * want["L_C"]
   assert np.abs(flat["q_c"]["rgb"] - want["q_c"]["rgb"]).max() > 1e-2
   # ddcl=False drops the prior.
-  res0 = case_objective(_outputs(raw), labels, q_r_prev, _cfg({"sigma": 0.3, "ddcl": False}))
+  res0 = case_objective(_outputs(raw), labels, q_r_prev, _settings({"sigma": 0.3, "ddcl": False}))
   _check_terms(res0, flat)
 
 
@@ -115,7 +116,7 @@ def test_objective_loss_weights():
   _, raw, labels = _problem(4)
   q_r_prev = np.full((K, 2), 1 / K, np.float32)
   weights = {"lambda_a": 0.5, "lambda_c": 2.0, "lambda_r": 0.7}
-  res = case_objective(_outputs(raw), labels, q_r_prev, _cfg(loss=weights))
+  res = case_objective(_outputs(raw), labels, q_r_prev, _settings(loss=weights))
   want = _oracle(raw, labels, q_r_prev)
   want_loss = (want["L_V"] + 0.5 * want["L_A"] + 2.0 * want["L_C"] + 0.7 * want["L_R"])
   np.testing.assert_allclose(float(res.metrics["loss"]), want_loss, rtol=RTOL)
@@ -147,7 +148,7 @@ def test_lr_gradient_reaches_only_embeddings():
 
   argnums = tuple(range(len(args)))
   names = [f"{s}.{f}" for s in ref.STREAMS for f in FIELDS]
-  g_lr = dict(zip(names, jax.grad(metric(_cfg(), "L_R"), argnums)(*args)))
+  g_lr = dict(zip(names, jax.grad(metric(_settings(), "L_R"), argnums)(*args)))
   for name, g in g_lr.items():
     g = np.asarray(g)
     if name.endswith("emb"):
@@ -158,9 +159,9 @@ def test_lr_gradient_reaches_only_embeddings():
   # The same through grad_loss with lambda_a = lambda_c = 0: att and clu get
   # nothing; the L_V gradient (cas) does not depend on lambda_r; emb gets
   # lambda_r dL_R/demb.
-  g1 = dict(zip(names, jax.grad(grad_loss(_cfg(loss={"lambda_a": 0.0, "lambda_c": 0.0,
+  g1 = dict(zip(names, jax.grad(grad_loss(_settings(loss={"lambda_a": 0.0, "lambda_c": 0.0,
                                                      "lambda_r": 1.0})), argnums)(*args)))
-  g0 = dict(zip(names, jax.grad(grad_loss(_cfg(loss={"lambda_a": 0.0, "lambda_c": 0.0,
+  g0 = dict(zip(names, jax.grad(grad_loss(_settings(loss={"lambda_a": 0.0, "lambda_c": 0.0,
                                                      "lambda_r": 0.0})), argnums)(*args)))
   for name in names:
     a, b = np.asarray(g1[name]), np.asarray(g0[name])
@@ -183,7 +184,7 @@ def test_lr_gradient_value_treats_targets_as_constants():
   args = _flat_args(raw)
   want = _oracle(raw, labels, q_r_prev)
   g = jax.grad(lambda *a: case_objective(_rebuild(a), labels, q_r_prev,
-                                         _cfg()).metrics["L_R"],
+                                         _settings()).metrics["L_R"],
                argnums=(3, 7))(*args)
   rng = np.random.default_rng(60)
   for s, gs in zip(ref.STREAMS, g):
@@ -213,7 +214,7 @@ def test_objective_gradients_wrt_cas_att_clu_match_analytic():
   want = _oracle(raw, labels, q_r_prev)
   args = _flat_args(raw)
   grads = jax.grad(lambda *a: case_objective(_rebuild(a), labels, q_r_prev,
-                                             _cfg()).grad_loss,
+                                             _settings()).grad_loss,
                    argnums=(0, 1, 2, 4, 5, 6))(*args)
   grads = dict(zip([(s, f) for s in ref.STREAMS for f in ("cas", "att", "clu")],
                    map(np.asarray, grads)))
@@ -257,7 +258,7 @@ def test_lr_gradient_reaches_only_attention_encoders_of_the_model():
   params = normalize_prototypes(model.init(jax.random.PRNGKey(0), rgb, flow))
   labels = ref.random_labels(rng, B, C)
   q_r_prev = np.full((K, 2), 1 / K, np.float32)
-  cfg = _cfg()
+  cfg = _settings()
 
   def term(name):
     return lambda p: case_objective(model.apply(p, rgb, flow), labels, q_r_prev,
@@ -285,7 +286,7 @@ def test_hard_labels_with_an_empty_cluster_give_finite_gradients():
   for s in ref.STREAMS:
     raw[s]["clu"][..., 3] = -10.0                   # nobody's argmax
   q_r_prev = np.full((K, 2), 1 / K, np.float32)
-  cfg = _cfg({"dcl": False, "hard": True})
+  cfg = _settings({"dcl": False, "hard": True})
   args = _flat_args(raw)
   g = jax.grad(lambda *a: case_objective(_rebuild(a), labels, q_r_prev, cfg).grad_loss,
                argnums=(3, 7))(*args)
@@ -299,7 +300,7 @@ def test_hard_labels_with_an_empty_cluster_give_finite_gradients():
 def test_without_snippet_clustering():
   _, raw, labels = _problem(9)
   q_r_prev = np.full((K, 2), 1 / K, np.float32)
-  cfg = _cfg({"snippet_clustering": False})
+  cfg = _settings({"snippet_clustering": False})
   args = _flat_args(raw)
   res = case_objective(_outputs(raw), labels, q_r_prev, cfg)
   assert float(res.metrics["L_C"]) == 0.0
@@ -316,7 +317,7 @@ def test_without_snippet_clustering():
 def test_without_any_clustering():
   _, raw, labels = _problem(10)
   q_r_prev = np.random.default_rng(1).dirichlet([1, 1], size=K).astype(np.float32)
-  cfg = _cfg({"snippet_clustering": False, "cluster_classification": False})
+  cfg = _settings({"snippet_clustering": False, "cluster_classification": False})
   res = case_objective(_outputs(raw), labels, q_r_prev, cfg)
   for key in ("H_qc", "H_qr", "beta_fg", "qc_col_error"):
     assert key not in res.metrics
@@ -329,7 +330,7 @@ def test_without_any_clustering():
 def test_without_cluster_classification():
   _, raw, labels = _problem(11)
   q_r_prev = np.random.default_rng(2).dirichlet([1, 1], size=K).astype(np.float32)
-  cfg = _cfg({"cluster_classification": False})
+  cfg = _settings({"cluster_classification": False})
   args = _flat_args(raw)
   res = case_objective(_outputs(raw), labels, q_r_prev, cfg)
   assert float(res.metrics["L_R"]) == 0.0
@@ -345,7 +346,7 @@ def test_without_cluster_classification():
 def test_without_attention():
   _, raw, labels = _problem(12)
   q_r_prev = np.full((K, 2), 1 / K, np.float32)
-  cfg = _cfg({"use_attention": False})
+  cfg = _settings({"use_attention": False})
   args = _flat_args(raw)
   score = 0.5 * ref.softmax(raw["rgb"]["cas"]) + 0.5 * ref.softmax(raw["flow"]["cas"])
   assert ref.topk_margin(score, T // 8) > 1e-5
@@ -365,7 +366,7 @@ def test_fb_accuracy_metric():
   rng, raw, labels = _problem(13)
   q_r_prev = np.full((K, 2), 1 / K, np.float32)
   mask = rng.integers(-1, 2, size=(B, T)).astype(np.int32)       # -1 unknown
-  res = case_objective(_outputs(raw), labels, q_r_prev, _cfg(), fg_mask=mask)
+  res = case_objective(_outputs(raw), labels, q_r_prev, _settings(), fg_mask=mask)
   hits = known = 0
   for b in range(B):
     for t in range(T):
@@ -375,7 +376,7 @@ def test_fb_accuracy_metric():
       hits += int((p > 0.5) == (mask[b, t] == 1))
       known += 1
   np.testing.assert_allclose(float(res.metrics["fb_acc"]), hits / known, rtol=1e-6)
-  assert "fb_acc" not in case_objective(_outputs(raw), labels, q_r_prev, _cfg()).metrics
+  assert "fb_acc" not in case_objective(_outputs(raw), labels, q_r_prev, _settings()).metrics
 
 
 @pytest.mark.parametrize("dcl,hard", [(False, False), (False, True), (True, True)])
@@ -383,7 +384,7 @@ def test_table4_label_variants(dcl, hard):
   """PL (soft / hard) and DCL (hard) for Q^C."""
   _, raw, labels = _problem(14)
   q_r_prev = np.full((K, 2), 1 / K, np.float32)
-  res = case_objective(_outputs(raw), labels, q_r_prev, _cfg({"dcl": dcl, "hard": hard}))
+  res = case_objective(_outputs(raw), labels, q_r_prev, _settings({"dcl": dcl, "hard": hard}))
   want = _oracle(raw, labels, q_r_prev, qc_mode="dcl" if dcl else "pl", hard=hard)
   # With hard labels the L_R target is hardened as well (a case_jax choice the
   # released code does not have), so only the Q^C-side terms are compared.
@@ -395,16 +396,16 @@ def test_table4_label_variants(dcl, hard):
 def test_bce_attention_loss():
   _, raw, labels = _problem(15)
   q_r_prev = np.full((K, 2), 1 / K, np.float32)
-  res = case_objective(_outputs(raw), labels, q_r_prev, _cfg(loss={"attention": "bce"}))
+  res = case_objective(_outputs(raw), labels, q_r_prev, _settings(loss={"attention": "bce"}))
   _check_terms(res, _oracle(raw, labels, q_r_prev, attention="bce"))
 
 
 def test_stream_mean_halves_the_summed_terms():
   _, raw, labels = _problem(16)
   q_r_prev = np.full((K, 2), 1 / K, np.float32)
-  m_sum = case_objective(_outputs(raw), labels, q_r_prev, _cfg()).metrics
+  m_sum = case_objective(_outputs(raw), labels, q_r_prev, _settings()).metrics
   m_mean = case_objective(_outputs(raw), labels, q_r_prev,
-                          _cfg(loss={"stream_reduce": "mean"})).metrics
+                          _settings(loss={"stream_reduce": "mean"})).metrics
   np.testing.assert_allclose(float(m_mean["L_V"]), float(m_sum["L_V"]), rtol=1e-6)
   for term in ("L_A", "L_C", "L_R"):
     np.testing.assert_allclose(float(m_mean[term]), 0.5 * float(m_sum[term]), rtol=1e-5)
@@ -417,7 +418,7 @@ def test_without_colabeled_topk():
   for s in ref.STREAMS:
     sc = (ref.softmax(raw[s]["cas"]) / 3 + 2 / 3 * raw[s]["att"][..., None].astype(np.float64))
     assert ref.topk_margin(sc, T // 8) > 1e-5
-  res = case_objective(_outputs(raw), labels, q_r_prev, _cfg({"colabel_topk": False}))
+  res = case_objective(_outputs(raw), labels, q_r_prev, _settings({"colabel_topk": False}))
   want = _oracle(raw, labels, q_r_prev, per_stream_topk_omega=1 / 3)
   _check_terms(res, want)
   np.testing.assert_allclose(np.asarray(res.q_r), want["q_r"], atol=1e-4)
@@ -427,7 +428,7 @@ def test_without_colabeled_clusters_and_cluster_classes():
   _, raw, labels = _problem(18)
   q_r_prev = np.full((K, 2), 1 / K, np.float32)
   res = case_objective(_outputs(raw), labels, q_r_prev,
-                       _cfg({"colabel_clusters": False, "colabel_cluster_cls": False}))
+                       _settings({"colabel_clusters": False, "colabel_cluster_cls": False}))
   want = _oracle(raw, labels, q_r_prev, colabel_clusters=False, colabel_cluster_cls=False)
   _check_terms(res, want)
   np.testing.assert_allclose(np.asarray(res.q_r), want["q_r"], atol=1e-4)

@@ -354,3 +354,67 @@ def test_no_gradient_flows_through_the_solver():
 def test_bad_input_raises_clear_error(kwargs, match):
   with pytest.raises(ValueError, match=match):
     sinkhorn.solve(**kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Degenerate inputs (zero masses, a flat kernel, a single cluster).
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name, bad", [
+    ("alpha", np.array([1.0, 0.0, 2.0], np.float32)),
+    ("alpha", np.array([1.0, -1.0, 2.0], np.float32)),
+    ("beta", np.array([0.5, 0.0, 0.25, 0.25], np.float32)),
+    ("beta", np.array([0.5, np.nan, 0.25, 0.25], np.float32)),
+])
+def test_zero_or_negative_marginal_entries_are_rejected(name, bad):
+  """A row or column without mass is refused before solving (its
+  log-marginal would be -inf, which the scaling iterations turn into 0/0)."""
+  with pytest.raises(ValueError, match=f"{name} must be finite and positive"):
+    sinkhorn.solve(np.zeros((3, 4), np.float32), **{name: bad})
+
+
+@pytest.mark.parametrize("mode", sinkhorn.MODES)
+def test_flat_kernel_gives_the_independent_plan(mode):
+  """All costs equal: Q = alpha beta^T / sum(beta), beta rescaled to alpha's total."""
+  rng = np.random.default_rng(21)
+  n, k = 40, 5
+  alpha = rng.uniform(0.5, 2.0, n).astype(np.float32)
+  beta = rng.uniform(0.5, 2.0, k).astype(np.float32)
+  q, info = sinkhorn.solve(np.full((n, k), -0.7, np.float32), alpha, beta,
+                           eps=20.0, mode=mode)
+  want = alpha[:, None].astype(np.float64) * beta / beta.sum()
+  np.testing.assert_allclose(np.asarray(q), want, rtol=1e-5)
+  assert np.isfinite(np.asarray(q)).all() and float(info.col_error) < 1e-5
+
+
+@pytest.mark.parametrize("mode", sinkhorn.MODES)
+def test_single_cluster_takes_every_row_mass(mode):
+  rng = np.random.default_rng(22)
+  alpha = rng.uniform(0.5, 2.0, 30).astype(np.float32)
+  log_p = rng.normal(size=(30, 1)).astype(np.float32)
+  q, info = sinkhorn.solve(log_p, alpha, eps=20.0, mode=mode)
+  np.testing.assert_allclose(np.asarray(q)[:, 0], alpha, rtol=1e-6)
+  assert float(info.row_error) < 1e-6 and float(info.col_error) < 1e-6
+
+
+# ---------------------------------------------------------------------------
+# The Solver object.
+# ---------------------------------------------------------------------------
+def test_solver_from_config_and_call_equal_solve():
+  from case_jax import defaults
+  lc = defaults.base_config().labeling
+  released = sinkhorn.Solver.from_config(lc)
+  assert (released.mode, released.eps, released.num_iters) == (
+      "released", lc.eps, lc.sinkhorn_iters)
+  lc.sinkhorn_mode = "auto"
+  auto = sinkhorn.Solver.from_config(lc)
+  assert (auto.num_iters, auto.tol, auto.max_iters) == (
+      None, lc.sinkhorn_tol, lc.sinkhorn_max_iters)
+  hash(auto)   # frozen: usable as a static argument
+  log_p = cosine_log_p(np.random.default_rng(23), 50, 4)
+  for solver in (released, auto):
+    want, _ = sinkhorn.solve(log_p, eps=solver.eps, num_iters=solver.num_iters,
+                             tol=solver.tol, max_iters=solver.max_iters,
+                             mode=solver.mode)
+    np.testing.assert_array_equal(np.asarray(solver(log_p)[0]), np.asarray(want))
+  with pytest.raises(ValueError, match="unknown mode"):
+    sinkhorn.Solver(mode="fast")
