@@ -37,7 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
   # initialisation and the data order.
   c.seeds = ""
   c.seeds_mode = "auto"           # "vmap" (all seeds in one stacked step) |
-                                  # "sequential" (train.train per seed) | "auto"
+                                  # "sequential" (the train loop once per seed) | "auto"
                                   # (vmap when its memory estimate fits)
 
   # --- Data -------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Multi-process (multi-host) JAX: initialisation and process-local data.
+"""Multi-process (multi-host) JAX: process set-up and agreement between processes.
 
 ``maybe_initialize()`` must run before anything touches a JAX backend (call
 it first thing in ``main``).  It calls ``jax.distributed.initialize`` when

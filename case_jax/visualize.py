@@ -1,4 +1,4 @@
-"""--mode=plots: a trained workdir -> PNG figures in ``<workdir>/plots/``.
+"""PNG figures of a trained run in ``<workdir>/plots/`` (``--mode=plots``, end of training).
 
     python -m case_jax.main --config=... --workdir=DIR --mode=plots
 

@@ -164,7 +164,7 @@ def test_two_process_training_run_matches_single_process(tmp_path):
              PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
   cmd = [sys.executable, os.path.join(REPO, "launch", "local_multiprocess.py"),
          "--num-processes=2", f"--port={_free_port()}", "--timeout=200", "--",
-         sys.executable, "-m", "case_jax.distributed", *TRAIN_FLAGS,
+         sys.executable, "-m", "case_jax.main", *TRAIN_FLAGS,
          f"--workdir={multi}"]
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
                         timeout=260)
@@ -204,7 +204,7 @@ def test_two_process_preemption_resumes_the_identical_trajectory(tmp_path):
   def launch(workdir):
     return [sys.executable, os.path.join(REPO, "launch", "local_multiprocess.py"),
             "--num-processes=2", f"--port={_free_port()}", "--timeout=200", "--",
-            sys.executable, "-m", "case_jax.distributed", *flags,
+            sys.executable, "-m", "case_jax.main", *flags,
             f"--workdir={workdir}"]
 
   a, b = str(tmp_path / "preempted"), str(tmp_path / "straight")

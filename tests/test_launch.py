@@ -144,7 +144,8 @@ def test_distributed_settings_from_environment():
 
 
 def test_process_rows_partition_the_global_batch():
-  rows = [dist.process_rows(16, p, 4) for p in range(4)]
+  from case_jax import placement
+  rows = [placement.process_rows(16, p, 4) for p in range(4)]
   assert rows == [slice(0, 4), slice(4, 8), slice(8, 12), slice(12, 16)]
   with pytest.raises(ValueError, match="divisible"):
-    dist.process_rows(10, 0, 4)
+    placement.process_rows(10, 0, 4)
