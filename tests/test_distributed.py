@@ -146,10 +146,8 @@ TRAIN_FLAGS = ["--config=configs/synthetic.py",
 
 
 def _final_state(workdir):
-  sys.path.insert(0, REPO)
-  from case_jax import runs
-  from configs import synthetic
-  cfg = synthetic.get_config()
+  from case_jax import defaults, runs
+  cfg = defaults.load_config("synthetic")
   cfg.data.num_segments = 16
   cfg.model.embed_dim = 16
   return runs.load_trained(cfg, workdir)[1]

@@ -57,10 +57,8 @@ def _logged_steps(workdir):
 
 
 def _final_params(workdir):
-  from case_jax import runs
-  sys.path.insert(0, REPO)
-  from configs import synthetic
-  cfg = synthetic.get_config()
+  from case_jax import defaults, runs
+  cfg = defaults.load_config("synthetic")
   cfg.data.num_segments = 64
   cfg.model.embed_dim = 32
   _, state, _ = runs.load_trained(cfg, workdir)
