@@ -11,6 +11,7 @@ import sys
 
 import jax
 
+from case_jax import errors
 from case_jax import data as data_lib
 
 
@@ -42,12 +43,12 @@ def resolve_data_root(cfg, workdir: str) -> str:
       write_synthetic_thumos(root, **dict(cfg.data.synthetic))
     return root
   if not root:
-    raise ValueError(
+    raise errors.ConfigError(
         f"data.root is not set: pass --config.data.root=/path/to/{cfg.data.dataset} "
         "(the folder holding gt.json, split_train.txt, split_test.txt and "
         "features/{train,test}/{rgb,flow}/<video>.npy).")
   if not os.path.isdir(root):
-    raise FileNotFoundError(f"data.root {root!r} is not a directory.")
+    raise errors.MissingFile(f"data.root {root!r} is not a directory.")
   return root
 
 

@@ -7,7 +7,7 @@ Variants:  --config=configs/thumos14.py:paper (the paper's values where it and
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from case_jax import distributed, runs, train
+from case_jax import distributed, errors, runs, train
 from case_jax.data import inspect
 
 FLAGS = flags.FLAGS
@@ -27,11 +27,18 @@ flags.DEFINE_string("features", None, "--mode=predict: a folder with "
                     "rgb/<video>.npy and flow/<video>.npy (n, D) feature files.")
 flags.DEFINE_enum("projection", "pca", ["pca", "tsne"], "--mode=plots: the 2-D "
                   "map of the snippet embeddings (t-SNE: exact, slower).")
-flags.DEFINE_bool("verbose", False, "Show library INFO logs (Orbax, JAX).")
+flags.DEFINE_bool("verbose", False, "Show library INFO logs (Orbax, JAX) and "
+                  "the traceback of a user error.")
 flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
+  """A user error (bad file, video, key: case_jax.errors.UserError) is a
+  short message and exit status 2; anything else raises."""
+  errors.run_reporting(_main, argv, prog="case_jax.main", verbose=FLAGS.verbose)
+
+
+def _main(argv):
   distributed.maybe_initialize()  # multi-host: before any JAX backend use
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

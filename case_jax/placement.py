@@ -18,6 +18,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from case_jax import errors
+
 AXIS = "batch"
 DEVICE_KEYS = ("rgb", "flow", "labels", "fg_mask")  # what a step consumes
 
@@ -54,7 +56,7 @@ def split_rows(batch: dict, n: int, keys=DEVICE_KEYS, multiple: Optional[int] = 
       continue
     x = np.asarray(batch[key])
     if x.shape[0] % n:
-      raise ValueError(f"{x.shape[0]} rows are not divisible by the {n} devices; "
+      raise errors.ConfigError(f"{x.shape[0]} rows are not divisible by the {n} devices; "
                        f"set --config.batch_size to a multiple of {multiple or n}.")
     out[key] = x.reshape((n, x.shape[0] // n) + x.shape[1:])
   return out
@@ -95,7 +97,7 @@ def data_parallel(step: Callable, devices, how: str = "pmap") -> Callable:
     mapped = jax.shard_map(body, mesh=mesh, in_specs=(P(AXIS), P(AXIS)),
                            out_specs=(P(AXIS), P(AXIS)))
     return jax.jit(mapped, donate_argnums=(0,))
-  raise ValueError(f"parallel must be 'pmap' or 'shard_map', got {how!r}")
+  raise errors.ConfigError(f"parallel must be 'pmap' or 'shard_map', got {how!r}")
 
 
 # =============================================================================
@@ -107,7 +109,7 @@ def process_rows(global_batch: int, process_index: Optional[int] = None,
   p = jax.process_index() if process_index is None else process_index
   n = jax.process_count() if process_count is None else process_count
   if global_batch % n:
-    raise ValueError(f"batch_size {global_batch} is not divisible by the {n} "
+    raise errors.ConfigError(f"batch_size {global_batch} is not divisible by the {n} "
                      "processes.")
   per = global_batch // n
   return slice(p * per, (p + 1) * per)

@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 
+from case_jax import errors
 from case_jax import data as data_lib
 from case_jax import (datasets, defaults, evaluator as evaluator_lib, inference,
                       model as model_lib, train, visualize,
@@ -35,7 +36,7 @@ def load_trained(cfg, workdir: str):
                                       flow_dim=info["flow_dim"])
   manager = workdir_lib.checkpointer(cfg, workdir)
   if manager.latest_step() is None:
-    raise FileNotFoundError(f"no checkpoint in {manager.directory}")
+    raise errors.MissingFile(f"no checkpoint in {manager.directory}")
   state, _ = manager.restore_latest(template)
   return model, state, info
 
@@ -78,14 +79,14 @@ def plots(cfg, workdir: str, *, projection: str = "pca", stream=None) -> list:
   workdir = workdir_lib.local_workdir(workdir)
   visualize.check_projection(projection)  # before any work
   if not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
-    raise FileNotFoundError(
+    raise errors.MissingFile(
         f"{os.path.join(workdir, 'metrics.jsonl')} is missing: --mode=plots needs "
         f"a training workdir; train first (python -m case_jax.main --mode=train "
         f"--workdir={workdir}).")
   try:
     model, state, info = load_trained(cfg, workdir)
   except FileNotFoundError as e:
-    raise FileNotFoundError(
+    raise errors.MissingFile(
         f"{e}. --mode=plots draws the latest checkpoint: train into this "
         f"workdir first (python -m case_jax.main --mode=train --workdir={workdir}).") from e
   ev, evaluated = None, None
@@ -93,7 +94,7 @@ def plots(cfg, workdir: str, *, projection: str = "pca", stream=None) -> list:
     ev = evaluator_lib.Evaluator.from_config(
         cfg, datasets.resolve_data_root(cfg, workdir), info["classes"], stream=stream)
     if not len(ev.test_set):
-      raise ValueError("the test split has no videos")
+      raise errors.ConfigError("the test split has no videos")
     evaluated = ev.run(model, state)
   except (FileNotFoundError, ValueError, data_lib.LayoutError) as e:
     stream.write(f"No usable test split ({e}): only the training curves are "
@@ -113,11 +114,11 @@ class FeatureFolder:
     rgb_dir, flow_dir = os.path.join(directory, "rgb"), os.path.join(directory, "flow")
     for d in (rgb_dir, flow_dir):
       if not os.path.isdir(d):
-        raise FileNotFoundError(f"{d} is missing: --features must hold rgb/ and "
+        raise errors.MissingFile(f"{d} is missing: --features must hold rgb/ and "
                                 "flow/ folders of <video>.npy files, (n, D) each.")
     ids = sorted(f[:-4] for f in os.listdir(rgb_dir) if f.endswith(".npy"))
     if not ids:
-      raise FileNotFoundError(f"no .npy feature files in {rgb_dir}")
+      raise errors.MissingFile(f"no .npy feature files in {rgb_dir}")
     self.classes = list(classes)
     self.fps, self.snippet_frames = fps, snippet_frames   # the time base
     self.records = []
@@ -125,7 +126,7 @@ class FeatureFolder:
       rgb = _load(os.path.join(rgb_dir, vid + ".npy"), rgb_dim)
       flow = _load(os.path.join(flow_dir, vid + ".npy"), flow_dim)
       if len(rgb) != len(flow):
-        raise ValueError(f"{vid}: rgb has {len(rgb)} snippets but flow has "
+        raise errors.ConfigError(f"{vid}: rgb has {len(rgb)} snippets but flow has "
                          f"{len(flow)}; both streams must have the same length.")
       self.records.append(data_lib.VideoRecord(
           video_id=vid, rgb=rgb, flow=flow,
@@ -142,13 +143,13 @@ class FeatureFolder:
 
 def _load(path: str, dim: int) -> np.ndarray:
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} is missing (every video needs rgb and flow).")
+    raise errors.MissingFile(f"{path} is missing (every video needs rgb and flow).")
   x = np.load(path, allow_pickle=False).astype(np.float32)
   if x.ndim != 2 or x.shape[1] != dim:
-    raise ValueError(f"{path}: shape {x.shape}, expected (n, {dim}) like the "
+    raise errors.ConfigError(f"{path}: shape {x.shape}, expected (n, {dim}) like the "
                      "training features.")
   if not np.all(np.isfinite(x)):
-    raise ValueError(f"{path}: contains NaN or inf.")
+    raise errors.ConfigError(f"{path}: contains NaN or inf.")
   return x
 
 

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from case_jax import errors
 from case_jax import evaluator as evaluator_lib
 from case_jax import fileio
 from case_jax import model as model_lib
@@ -60,10 +61,10 @@ def parse_seeds(text) -> list[int]:
   try:
     seeds = [int(p) for p in str(text).replace(" ", "").split(",") if p != ""]
   except ValueError:
-    raise ValueError(f"seeds must be comma-separated integers like '0,1,2', "
+    raise errors.ConfigError(f"seeds must be comma-separated integers like '0,1,2', "
                      f"got {text!r}") from None
   if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-    raise ValueError(f"seeds must be distinct non-negative integers, got {text!r}")
+    raise errors.ConfigError(f"seeds must be distinct non-negative integers, got {text!r}")
   return seeds
 
 
@@ -134,9 +135,9 @@ def choose_mode(cfg, seeds, devices, *, dims) -> tuple[str, str]:
   returning them (called only when the estimate is needed)."""
   mode = cfg.get("seeds_mode", "auto")
   if mode not in MODES:
-    raise ValueError(f"seeds_mode must be one of {MODES}, got {mode!r}")
+    raise errors.ConfigError(f"seeds_mode must be one of {MODES}, got {mode!r}")
   if mode == "vmap" and jax.process_count() > 1:
-    raise ValueError("seeds_mode='vmap' runs in one process; use 'sequential' "
+    raise errors.ConfigError("seeds_mode='vmap' runs in one process; use 'sequential' "
                      "for a multi-process run.")
   if mode != "auto":
     return mode, "as configured"

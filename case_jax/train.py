@@ -30,6 +30,7 @@ import optax
 from flax.training import train_state
 from jax import lax
 
+from case_jax import errors
 from case_jax import checkpoint as ckpt_lib
 from case_jax import data as data_lib
 from case_jax import (datasets, distributed, evaluator as evaluator_lib, labeling,
@@ -60,7 +61,7 @@ def make_optimizer(optim_cfg) -> optax.GradientTransformation:
   if optim_cfg.decay == "decoupled":
     return optax.adamw(optim_cfg.learning_rate, weight_decay=optim_cfg.weight_decay,
                        **adam)
-  raise ValueError(f"optim.decay must be 'coupled' or 'decoupled', got "
+  raise errors.ConfigError(f"optim.decay must be 'coupled' or 'decoupled', got "
                    f"{optim_cfg.decay!r}")
 
 
@@ -176,7 +177,7 @@ def fit(cfg, runs: Sequence[tuple], *, stacked: bool, train_set=None,
   stream = stream or sys.stdout
   place = placement_lib.Placement.create(devices, cfg.batch_size)
   if stacked and place.multiprocess:
-    raise ValueError("stacked seeds run in one process; use seeds_mode="
+    raise errors.ConfigError("stacked seeds run in one process; use seeds_mode="
                      "'sequential' for a multi-process run.")
 
   # ---- Input -------------------------------------------------------------------
@@ -357,7 +358,7 @@ def _train_seeds(cfg, workdir: str, *, devices, stream) -> dict:
   for s, (c, d) in members.items():
     diff = workdir_lib.trained_diff(d, c)
     if diff:
-      raise ValueError(f"{d} holds a run with another config "
+      raise errors.ConfigError(f"{d} holds a run with another config "
                        f"({workdir_lib.describe_diff(diff)}); use another "
                        "--workdir or remove that directory.")
   todo = [s for s in seeds if not seeds_lib.finished(*members[s])]

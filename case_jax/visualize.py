@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
+from case_jax import errors
 from case_jax import data as data_lib
 from case_jax import inference, plots
 from case_jax import model as model_lib
@@ -144,7 +145,7 @@ def project(snippets: np.ndarray, protos: np.ndarray, method: str = "pca",
     # Prototypes are embedded jointly: t-SNE has no out-of-sample map.
     y = tsne_2d(np.concatenate([s, c]), seed=seed)
     return y[:len(s)], y[len(s):], ("t-SNE 1", "t-SNE 2"), len(s)
-  raise ValueError(f"projection must be one of {list(PROJECTIONS)}, got {method!r}")
+  raise errors.ConfigError(f"projection must be one of {list(PROJECTIONS)}, got {method!r}")
 
 
 # =============================================================================
@@ -212,7 +213,7 @@ def _snippet_times(rec, num_segments) -> np.ndarray:
 # =============================================================================
 def check_projection(projection: str) -> None:
   if projection not in PROJECTIONS:
-    raise ValueError(f"projection must be one of {list(PROJECTIONS)}, got "
+    raise errors.ConfigError(f"projection must be one of {list(PROJECTIONS)}, got "
                      f"{projection!r}")
 
 

@@ -16,6 +16,7 @@ import json
 import os
 from typing import Optional
 
+from case_jax import errors
 from case_jax import checkpoint as ckpt_lib
 from case_jax import defaults, fileio, tracking
 
@@ -32,7 +33,7 @@ def local_workdir(workdir: str) -> str:
   checkpoints is written with plain file I/O, so a bucket must be mounted)."""
   if "://" in workdir:
     bucket = workdir.split("://", 1)[1]
-    raise ValueError(
+    raise errors.ConfigError(
         f"--workdir={workdir}: a URL is not a usable workdir. Mount the bucket "
         f"(gcsfuse --implicit-dirs BUCKET /gcs/BUCKET; launch/tpu_pod.py does "
         f"this on every worker) and pass --workdir=/gcs/{bucket}; checkpoints "
@@ -87,7 +88,7 @@ def write_run_info(directory: str, train_set) -> None:
 def read_run_info(directory: str) -> dict:
   path = os.path.join(directory, "run.json")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} is missing: is {directory!r} a training "
+    raise errors.MissingFile(f"{path} is missing: is {directory!r} a training "
                             "workdir (python -m case_jax.main --mode=train)?")
   return fileio.read_json(path)
 

@@ -14,12 +14,14 @@ from typing import (Iterator, NamedTuple, Optional, Protocol, Sequence,
 
 import numpy as np
 
+from case_jax.errors import UserError
+
 FEATURE_FPS = 25.0
 SNIPPET_FRAMES = 16
 MAX_NAMED = 10   # ids named in one message before "and N more"
 
 
-class LayoutError(ValueError):
+class LayoutError(UserError, ValueError):
   """A dataset root does not follow the expected layout or holds bad data."""
 
 
