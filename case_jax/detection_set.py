@@ -11,9 +11,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+
+from case_jax.errors import MissingFile, UserError
+
+
+class BadDetections(UserError, ValueError):
+  """Detections (a result file or arrays) that cannot be evaluated: the
+  message names the file, the video and the fix."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +41,7 @@ class Detections:
     n = len(self.scores)
     if not (len(self.video_ids) == len(self.labels) == n
             and self.segments.shape == (n, 2)):
-      raise ValueError(f"{self.source}: detections need video_ids, labels, "
+      raise BadDetections(f"{self.source}: detections need video_ids, labels, "
                        f"scores of shape (N,) and segments (N, 2); got "
                        f"{len(self.video_ids)}, {len(self.labels)}, {n}, "
                        f"{self.segments.shape}")
@@ -41,7 +49,7 @@ class Detections:
     if bad.size:
       # The official code would rank NaN scores arbitrarily and count a NaN
       # tIoU as a match; reject instead.
-      raise ValueError(f"{self.source}: {bad.size} detection(s) with a NaN score "
+      raise BadDetections(f"{self.source}: {bad.size} detection(s) with a NaN score "
                        f"or segment (first: video {self.video_ids[bad[0]]!r}); "
                        "drop or fix them before evaluating")
 
@@ -57,10 +65,10 @@ def checked_segment(segment, where: str) -> tuple[float, float]:
   try:
     start, end = (float(x) for x in segment)
   except (TypeError, ValueError) as err:
-    raise ValueError(f"{where}: segment must be [start, end] in seconds, got "
+    raise BadDetections(f"{where}: segment must be [start, end] in seconds, got "
                      f"{segment!r}") from err
   if math.isnan(start) or math.isnan(end):
-    raise ValueError(f"{where}: NaN in segment {segment!r}")
+    raise BadDetections(f"{where}: NaN in segment {segment!r}")
   return start, end
 
 
@@ -96,20 +104,29 @@ def detections_from_results(data: Mapping, source: str = "<dict>") -> Detections
   the file.
   """
   if not isinstance(data, Mapping) or "results" not in data:
-    raise ValueError(f"{source}: not an ActivityNet result json (no 'results' "
-                     "key); expected {'results': {vid: [{'label', 'score', "
-                     "'segment'}]}}")
+    raise BadDetections(f"{source}: not an ActivityNet result json (no 'results' "
+                        "key); expected {'results': {vid: [{'label', 'score', "
+                        "'segment'}]}}")
+  if not isinstance(data["results"], Mapping):
+    raise BadDetections(f"{source}: 'results' must map each video id to its list "
+                        f"of detections, got a {type(data['results']).__name__}")
   vids, labels, scores, segs = [], [], [], []
   for vid, dets in data["results"].items():
+    if not isinstance(dets, (list, tuple)):
+      raise BadDetections(f"{source}: video {vid!r}: expected a list of "
+                          f"detections, got {dets!r:.80}")
     for i, det in enumerate(dets):
       try:
         labels.append(det["label"])
         scores.append(float(det["score"]))
         segs.append(checked_segment(det["segment"],
                                     f"{source}: video {vid!r} detection {i}"))
-      except (KeyError, TypeError) as err:
-        raise ValueError(f"{source}: video {vid!r} detection {i} needs 'label', "
-                         f"'score' and 'segment', got {det!r}") from err
+      except (KeyError, TypeError, ValueError) as err:
+        if isinstance(err, UserError):
+          raise
+        raise BadDetections(f"{source}: video {vid!r} detection {i} needs 'label', "
+                            f"'score' (a number) and 'segment', got {det!r:.200}"
+                            ) from err
       vids.append(vid)
   return detections_from_arrays(vids, np.array(labels, dtype=object), scores,
                                 np.array(segs, np.float64).reshape(-1, 2),
@@ -117,7 +134,20 @@ def detections_from_results(data: Mapping, source: str = "<dict>") -> Detections
 
 
 def load_detections(path: str) -> Detections:
-  """Detections from an ActivityNet result json file (CASE's *_result.json)."""
+  """Detections from an ActivityNet result json file (CASE's *_result.json).
+
+  A missing file or malformed JSON is a user error naming the file (and
+  the line and column of the JSON problem)."""
+  if not os.path.isfile(path):
+    raise MissingFile(f"{path}: no such detections file; pass a result json "
+                      "{'results': {vid: [...]}} (e.g. <workdir>/eval/detections.json)")
   with open(path) as f:
-    data = json.load(f)
+    try:
+      data = json.load(f)
+    except json.JSONDecodeError as e:
+      raise BadDetections(f"{path}: not valid JSON at line {e.lineno} column "
+                          f"{e.colno}: {e.msg}; fix or regenerate the file") from None
+    except UnicodeDecodeError as e:
+      raise BadDetections(f"{path}: not a UTF-8 text file ({e.reason}); pass the "
+                          "result json") from None
   return detections_from_results(data, source=str(path))

@@ -18,27 +18,35 @@ CLI::
 
   python -m case_jax.evaluation GT.json DETECTIONS.json [--subset test]
       [--tiou 0.1:0.7:7] [--json OUT] [--tie-order numpy|stable]
-      [--split split_test.txt] [--per-class]
+      [--split split_test.txt] [--per-class] [--strict] [--verbose]
 
 GT may also be a W-TALC annotation directory (videoname.npy, subset.npy, ...).
+Detections of videos outside the GT subset are warned about (refused with
+--strict); other bad input is refused in a few lines, exit status 2.
+The matching and AP core is case_jax/ap_matching.py.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from case_jax import detection_set, outputs
+from case_jax import detection_set, errors, outputs
+# TIE_ORDERS, segment_tiou and interpolated_average_precision are also this
+# module's public API (their home is ap_matching).
+from case_jax.ap_matching import (  # noqa: F401
+    TIE_ORDERS, average_precisions, check_thresholds,
+    interpolated_average_precision, segment_tiou)
 from case_jax.data.ground_truth import (GroundTruth, check_split,
                                         load_ground_truth)
 from case_jax.data.gt_json import read_split
 
 THUMOS_TIOUS = np.linspace(0.1, 0.7, 7)          # CASE / most THUMOS14 papers
 ACTIVITYNET_TIOUS = np.linspace(0.5, 0.95, 10)   # official ActivityNet default
-TIE_ORDERS = ("numpy", "stable")
 
 # name, first, last, step: reported when every grid threshold was evaluated.
 _SUMMARIES = (
@@ -49,207 +57,9 @@ _SUMMARIES = (
 )
 
 
-
 # ---------------------------------------------------------------------------
-# Matching and AP.
+# One class.
 # ---------------------------------------------------------------------------
-def segment_tiou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-  """Temporal IoU without the "+1" convention.
-
-  pred: (..., 2); gt: (..., G, 2), broadcast against pred -> (..., G).
-  inter = max(0, min(ends) - max(starts)); union = len_gt + len_pred - inter.
-  Two zero-length segments give NaN (0/0), which the official walk treats as
-  a match because ``NaN < t`` is False; kept for fidelity.
-  """
-  pred = np.asarray(pred, np.float64)[..., None, :]
-  gt = np.asarray(gt, np.float64)
-  inter = np.clip(np.minimum(pred[..., 1], gt[..., 1])
-                  - np.maximum(pred[..., 0], gt[..., 0]), 0, None)
-  union = (gt[..., 1] - gt[..., 0]) + (pred[..., 1] - pred[..., 0]) - inter
-  with np.errstate(divide="ignore", invalid="ignore"):
-    return inter / union
-
-
-def _check_tie_order(tie_order: str) -> None:
-  if tie_order not in TIE_ORDERS:
-    raise ValueError(f"evaluation: tie_order must be one of {TIE_ORDERS}, got "
-                     f"{tie_order!r}")
-
-
-def _descending(values: np.ndarray, tie_order: str) -> np.ndarray:
-  """Indices sorting ``values`` best first, along the last axis.
-
-  'numpy': ``argsort()[::-1]`` with numpy's default (unstable) sort, as the
-  official code does; the order of ties depends on the numpy version and CPU
-  (SIMD sorts).  'stable': descending, ties in input order; NaN (only a 0/0
-  tIoU can be NaN here) first, where the reversed numpy sort puts it too.
-  """
-  if tie_order == "numpy":
-    return np.argsort(values, axis=-1)[..., ::-1]
-  key = np.where(np.isnan(values), -np.inf, -values)
-  return np.argsort(key, axis=-1, kind="stable")
-
-
-def interpolated_average_precision(precision: np.ndarray,
-                                   recall: np.ndarray) -> float:
-  """VOC all-point interpolated AP of one precision/recall curve.
-
-  precision, recall: (n,) in ranking order.  The curve is padded with
-  (recall 0, precision 0) and (recall 1, precision 0), precision is made
-  non-increasing from the right, and AP = sum over recall changes of
-  delta-recall times precision.
-  """
-  prec = np.concatenate([[0.0], precision, [0.0]])
-  rec = np.concatenate([[0.0], recall, [1.0]])
-  prec = np.maximum.accumulate(prec[::-1])[::-1]
-  steps = np.flatnonzero(rec[1:] != rec[:-1]) + 1
-  return float(np.sum((rec[steps] - rec[steps - 1]) * prec[steps]))
-
-
-def _ap_from_hits(hits: np.ndarray, npos: int) -> np.ndarray:
-  """hits: (T, n) bool TP flags in ranking order -> (T,) AP."""
-  tp = np.cumsum(hits, axis=1).astype(np.float64)
-  fp = np.cumsum(~hits, axis=1).astype(np.float64)
-  recall, precision = tp / npos, tp / (tp + fp)
-  return np.array([interpolated_average_precision(precision[t], recall[t])
-                   for t in range(hits.shape[0])])
-
-
-def _class_rankings(det_label: np.ndarray, det_score: np.ndarray,
-                    num_classes: int, tie_order: str) -> list:
-  """Per class: (n_c,) detection indices, best first.
-
-  Scores are ranked in input order within the class (a stable sort on the
-  label keeps it), so ties resolve as the official code's would.
-  """
-  by_class = np.argsort(det_label, kind="stable")
-  ends = np.cumsum(np.bincount(det_label, minlength=num_classes))
-  starts = ends - np.bincount(det_label, minlength=num_classes)
-  rankings = []
-  for start, end in zip(starts, ends):
-    idx = by_class[start:end]
-    rankings.append(idx[_descending(det_score[idx], tie_order)])
-  return rankings
-
-
-def _candidate_windows(gt_key: np.ndarray, gt_seg: np.ndarray,
-                       det_key: np.ndarray, det_seg: np.ndarray,
-                       min_tiou: float, tie_order: str):
-  """Each detection's GT walk, cut to the part that can decide anything.
-
-  gt_key: (M,) int64 (class, video) key per GT; det_key: (N,) key per
-  detection, -1 when its video is not in the GT.  A detection walks the GTs of
-  its (class, video) in descending tIoU order; positions after its last GT
-  with tIoU >= ``min_tiou`` (the loosest threshold) can only stop the walk as
-  a FP, so they are replaced by a -inf stop.
-
-  Returns (det, group, gidx, tiou): (A,) detections with a non-empty window,
-  (A,) their group id, (A, K) GT indices in walk order (padding: M) and
-  (A, K) tIoU in walk order (padding: -inf).
-  """
-  m = len(gt_key)
-  gt_perm = np.argsort(gt_key, kind="stable")   # file order inside a group
-  sorted_key = gt_key[gt_perm]
-  lo = np.searchsorted(sorted_key, det_key, "left")
-  count = np.searchsorted(sorted_key, det_key, "right") - lo
-  count[det_key < 0] = 0
-  parts = []
-  for g in np.unique(count[count > 0]):
-    # Rows of one length: numpy sorts each row of a 2-D argsort exactly as
-    # it would sort that row alone, so tie order matches per-detection calls.
-    det = np.flatnonzero(count == g)
-    gidx = gt_perm[lo[det, None] + np.arange(g)]
-    tiou = segment_tiou(det_seg[det], gt_seg[gidx])
-    walk = _descending(tiou, tie_order)
-    tiou = np.take_along_axis(tiou, walk, 1)
-    gidx = np.take_along_axis(gidx, walk, 1)
-    live = ~(tiou < min_tiou)        # NaN counts as live, as in the walk
-    width = np.where(live.any(1), g - np.argmax(live[:, ::-1], 1), 0)
-    keep = width > 0
-    k = int(width.max(initial=0))
-    cut = np.arange(k) >= width[keep, None]
-    parts.append((det[keep], lo[det[keep]], np.where(cut, m, gidx[keep, :k]),
-                  np.where(cut, -np.inf, tiou[keep, :k])))
-  k = max([p[2].shape[1] for p in parts], default=0)
-  pad = lambda a, v: np.pad(a, ((0, 0), (0, k - a.shape[1])), constant_values=v)
-  return (np.concatenate([p[0] for p in parts] + [np.zeros(0, np.int64)]),
-          np.concatenate([p[1] for p in parts] + [np.zeros(0, np.int64)]),
-          np.concatenate([pad(p[2], m) for p in parts] + [np.zeros((0, k), np.int64)]),
-          np.concatenate([pad(p[3], -np.inf) for p in parts] + [np.zeros((0, k))]))
-
-
-def _greedy_match(group: np.ndarray, rank: np.ndarray, gidx: np.ndarray,
-                  tiou: np.ndarray, thresholds: np.ndarray,
-                  num_gt: int) -> np.ndarray:
-  """TP flags of the official greedy matching, vectorized across groups.
-
-  group, rank: (A,) (class, video) group and rank within the class; gidx,
-  tiou: (A, K) walk windows.  Groups share no GT, so the j-th best detection
-  of every group is matched in one vectorized turn; turns run in rank order.
-  Per threshold t a walk stops as FP at tIoU < t, skips GTs already taken at
-  t, and takes (TP) the first free GT; an exhausted walk is FP.
-  Returns (T, A) bool.
-  """
-  n, t_count = len(group), len(thresholds)
-  order = np.lexsort((rank, group))
-  first = np.searchsorted(group[order], group[order], "left")
-  turn = np.arange(n) - first
-  by_turn = order[np.argsort(turn, kind="stable")]
-  bounds = np.searchsorted(np.sort(turn), np.arange(turn.max(initial=-1) + 2))
-  taken = np.zeros((t_count, num_gt + 1), bool)   # column num_gt: padding
-  hits = np.zeros((t_count, n), bool)
-  thr = thresholds[:, None, None]
-  for j in range(len(bounds) - 1):
-    det = by_turn[bounds[j]:bounds[j + 1]]
-    walk = gidx[det]                                      # (D, K)
-    stop = tiou[det][None] < thr                          # (T, D, K)
-    take = ~stop & ~taken[:, walk]
-    decided = np.argmax(stop | take, axis=-1)             # (T, D)
-    hit = np.take_along_axis(take, decided[..., None], -1)[..., 0]
-    ti, di = np.nonzero(hit)
-    taken[ti, walk[di, decided[ti, di]]] = True
-    hits[:, det] = hit
-  return hits
-
-
-def _check_thresholds(tiou_thresholds) -> np.ndarray:
-  thr = np.atleast_1d(np.asarray(tiou_thresholds, np.float64))
-  if thr.ndim != 1 or thr.size == 0 or not np.all(np.isfinite(thr)):
-    raise ValueError(f"evaluation: tiou_thresholds must be a non-empty 1-D list "
-                     f"of finite numbers, got {tiou_thresholds!r}")
-  return thr
-
-
-def _average_precisions(gt_video, gt_label, gt_seg, num_videos, det_video,
-                        det_label, det_score, det_seg, num_classes,
-                        thresholds, tie_order) -> np.ndarray:
-  """(T, C) AP from index arrays.
-
-  gt_video, gt_label: (M,) int64; gt_seg: (M, 2); det_video: (N,) int64,
-  -1 for videos outside the GT subset (every such detection is a FP);
-  det_label: (N,) int64 in [0, C); det_score: (N,); det_seg: (N, 2).
-  """
-  thresholds = _check_thresholds(thresholds)
-  _check_tie_order(tie_order)
-  rankings = _class_rankings(det_label, det_score, num_classes, tie_order)
-  rank = np.empty(len(det_score), np.int64)
-  for idx in rankings:
-    rank[idx] = np.arange(len(idx))
-  gt_key = gt_label * num_videos + gt_video
-  det_key = np.where(det_video >= 0, det_label * num_videos + det_video, -1)
-  det, group, gidx, tiou = _candidate_windows(gt_key, gt_seg, det_key, det_seg,
-                                              thresholds.min(), tie_order)
-  hits = np.zeros((len(thresholds), len(det_score)), bool)
-  hits[:, det] = _greedy_match(group, rank[det], gidx, tiou, thresholds,
-                               len(gt_key))
-  npos = np.bincount(gt_label, minlength=num_classes)
-  ap = np.zeros((len(thresholds), num_classes))
-  for c, idx in enumerate(rankings):
-    if len(idx) and npos[c]:       # no predictions: AP 0 (official since 2018)
-      ap[:, c] = _ap_from_hits(hits[:, idx], npos[c])
-  return ap
-
-
 def average_precision_detection(gt_videos, gt_segments, det_videos, det_scores,
                                 det_segments, tiou_thresholds=THUMOS_TIOUS, *,
                                 tie_order: str = "numpy") -> np.ndarray:
@@ -292,7 +102,7 @@ def average_precision_detection(gt_videos, gt_segments, det_videos, det_scores,
   if len(gt_video) == 0:
     raise ValueError("evaluation.average_precision_detection: no GT instances "
                      "(npos = 0); AP is undefined")
-  ap = _average_precisions(gt_video, np.zeros_like(gt_video), gt_seg,
+  ap = average_precisions(gt_video, np.zeros_like(gt_video), gt_seg,
                            max(len(names), 1), det_video,
                            np.zeros_like(det_video), det_score, det_seg, 1,
                            tiou_thresholds, tie_order)
@@ -303,17 +113,24 @@ def average_precision_detection(gt_videos, gt_segments, det_videos, det_scores,
 # Whole-dataset evaluation.
 # ---------------------------------------------------------------------------
 def _label_indices(gt: GroundTruth, dets: detection_set.Detections) -> np.ndarray:
-  """(N,) class index of each detection; unknown names raise ValueError."""
+  """(N,) class index of each detection; unknown names raise BadDetections
+  (a ValueError) naming them."""
   index = {name: i for i, name in enumerate(gt.class_names)}
   names, inverse = np.unique(dets.labels.astype(str), return_inverse=True)
   unknown = [str(n) for n in names if n not in index]
   if unknown:
-    raise ValueError(
+    raise detection_set.BadDetections(
         f"{dets.source}: prediction label {unknown[0]!r} is not a class of the "
         f"{gt.subset!r} subset of {gt.source} (unknown labels: {unknown}; GT "
         f"classes: {list(gt.class_names)}). Fix the labels or evaluate against "
         "the matching ground truth and subset.")
   return np.array([index[n] for n in names], np.int64)[inverse].reshape(-1)
+
+
+def videos_not_in_gt(gt: GroundTruth, dets: detection_set.Detections) -> list:
+  """Sorted ids of the videos with detections that are not in the GT subset
+  (all their detections count as false positives)."""
+  return sorted(set(dets.video_ids.astype(str).tolist()) - set(gt.video_ids))
 
 
 def _video_indices(gt: GroundTruth, dets: detection_set.Detections) -> np.ndarray:
@@ -345,9 +162,10 @@ def evaluate_detections(gt: Union[GroundTruth, str],
   tiou_thresholds: (T,), default THUMOS 0.1:0.1:0.7; tie_order: see
   average_precision_detection.
 
-  A label that is not a class of the GT subset raises ValueError (official:
-  KeyError).  Detections of videos outside the GT subset are FPs of their
-  class (the official code finds no GT for them); GT of videos without
+  A label that is not a class of the GT subset raises BadDetections, a
+  ValueError (official: KeyError).  Detections of videos outside the GT
+  subset are FPs of their class (the official code finds no GT for them);
+  their count is returned so callers can warn.  GT of videos without
   detections are misses.
 
   Returns a dict: ``tiou_thresholds`` (T,), ``class_names`` (C,), ``ap``
@@ -355,7 +173,9 @@ def evaluate_detections(gt: Union[GroundTruth, str],
   ``average_map`` (mean of ``map``), ``summary`` {name: mAP} for the THUMOS
   averages AVG(0.1:0.5), AVG(0.3:0.7), AVG(0.1:0.7) and ActivityNet
   AVG(0.5:0.95) whose thresholds were all evaluated, ``num_gt`` (C,),
-  ``num_detections`` (C,), ``tie_order``, ``subset``.  Values are fractions.
+  ``num_detections`` (C,), ``tie_order``, ``subset``, ``videos_not_in_gt``
+  (how many videos with detections are not in the GT subset) and
+  ``detections_not_in_gt`` (their detections).  Values are fractions.
   """
   if isinstance(gt, (str, os.PathLike)):
     gt = load_ground_truth(os.fspath(gt))
@@ -363,11 +183,12 @@ def evaluate_detections(gt: Union[GroundTruth, str],
     detections = detection_set.load_detections(os.fspath(detections))
   elif isinstance(detections, Mapping):
     detections = detection_set.detections_from_results(detections)
-  thresholds = _check_thresholds(tiou_thresholds)
+  thresholds = check_thresholds(tiou_thresholds)
   det_label = _label_indices(gt, detections)
-  ap = _average_precisions(
+  det_video = _video_indices(gt, detections)
+  ap = average_precisions(
       gt.video, gt.label, gt.segments, max(len(gt.video_ids), 1),
-      _video_indices(gt, detections), det_label, detections.scores,
+      det_video, det_label, detections.scores,
       detections.segments, gt.num_classes, thresholds, tie_order)
   mean_ap = ap.mean(1) if gt.num_classes else np.zeros(len(thresholds))
   return {
@@ -381,6 +202,8 @@ def evaluate_detections(gt: Union[GroundTruth, str],
       "num_detections": np.bincount(det_label, minlength=gt.num_classes),
       "tie_order": tie_order,
       "subset": gt.subset,
+      "videos_not_in_gt": len(videos_not_in_gt(gt, detections)),
+      "detections_not_in_gt": int(np.sum(det_video < 0)),
   }
 
 
@@ -402,11 +225,12 @@ def parse_tiou(text: str) -> np.ndarray:
       "0.1:0.7:7 for THUMOS or 0.5:0.95:10 for ActivityNet")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="python -m case_jax.evaluation",
       description="Detection mAP (official ActivityNet protocol) of a result "
-                  "json against a gt.json or W-TALC annotation directory.")
+                  "json against a gt.json or W-TALC annotation directory. A bad "
+                  "input is reported in a few lines with exit status 2.")
   parser.add_argument("gt", help="gt.json (ActivityNet format) or a W-TALC "
                                  "annotation directory")
   parser.add_argument("detections", help="result json {'results': {vid: [...]}}")
@@ -422,21 +246,74 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
   parser.add_argument("--json", help="also write the result to this json file")
   parser.add_argument("--per-class", action="store_true",
                       help="also print the AP of each class")
-  args = parser.parse_args(argv)
-  gt = load_ground_truth(args.gt, args.subset)
+  parser.add_argument("--strict", action="store_true",
+                      help="refuse detections of videos that are not in the GT "
+                           "subset (default: warn; they count as false "
+                           "positives, as in the official protocol)")
+  parser.add_argument("--verbose", action="store_true",
+                      help="show the traceback of a user error")
+  return parser
+
+
+def _cli_ground_truth(path: str, subset: str) -> GroundTruth:
+  """load_ground_truth with its refusals as user errors."""
+  if not os.path.exists(path):
+    raise errors.MissingFile(f"{path}: no such ground truth; pass an "
+                             "ActivityNet-format gt.json or a W-TALC annotation "
+                             "directory")
+  try:
+    return load_ground_truth(path, subset)
+  except errors.UserError:
+    raise
+  # The GT readers refuse a bad file or subset with these built-ins; the
+  # message names the file and the fix.
+  except FileNotFoundError as e:
+    raise errors.MissingFile(str(e)) from e
+  except ValueError as e:
+    raise errors.ConfigError(str(e)) from e
+
+
+def _outside_message(args, gt: GroundTruth, outside: list) -> str:
+  few = ", ".join(outside[:5]) + (", ..." if len(outside) > 5 else "")
+  return (f"{args.detections}: {len(outside)} video(s) with detections are not in "
+          f"the {gt.subset!r} subset of {args.gt} ({few}); their detections count "
+          "as false positives. Check --subset and that both files are of the same "
+          "dataset (--strict refuses this).")
+
+
+def run_cli(args, stream=None, err=None) -> dict:
+  """The evaluation of parsed CLI ``args``; user errors raise UserError."""
+  stream, err = stream or sys.stdout, err or sys.stderr
+  if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+    raise errors.MissingFile(f"--json {args.json}: its folder does not exist; "
+                             "create it or pick another path")
+  gt = _cli_ground_truth(args.gt, args.subset)
   if args.split:
     check_split(gt, read_split(args.split), name=args.split)
   dets = detection_set.load_detections(args.detections)
+  outside = videos_not_in_gt(gt, dets)
+  if outside and args.strict:
+    raise errors.ConfigError(_outside_message(args, gt, outside))
+  if outside:
+    err.write(f"case_jax.evaluation: warning: {_outside_message(args, gt, outside)}\n")
   result = evaluate_detections(gt, dets, args.tiou, tie_order=args.tie_order)
-  print(f"{len(gt.video_ids)} {gt.subset!r} videos, {len(gt.video)} instances, "
-        f"{gt.num_classes} classes; {int(result['num_detections'].sum())} "
-        f"detections; tie order {args.tie_order}")
-  print(outputs.format_map_table(result, per_class=args.per_class))
+  stream.write(f"{len(gt.video_ids)} {gt.subset!r} videos, {len(gt.video)} "
+               f"instances, {gt.num_classes} classes; "
+               f"{int(result['num_detections'].sum())} detections; tie order "
+               f"{args.tie_order}\n")
+  stream.write(outputs.format_map_table(result, per_class=args.per_class) + "\n")
   if args.json:
     with open(args.json, "w") as f:
       json.dump({"gt": args.gt, "detections": args.detections,
                  **outputs.result_to_json(result)}, f, indent=1)
   return result
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+  """The CLI; a user error exits with status 2 and a short message."""
+  args = _parser().parse_args(argv)
+  return errors.run_reporting(run_cli, args, prog="case_jax.evaluation",
+                              verbose=args.verbose)
 
 
 if __name__ == "__main__":

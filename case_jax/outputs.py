@@ -14,11 +14,15 @@ Files of an evaluation directory (``write_eval_outputs``):
 The THUMOS14 toolkit text has one detection per line, space-separated
 (``[video_name] [starting_time] [ending_time] [class_label]
 [confidence_score]``), e.g. ``video_test_0000004 12.3200 17.6000 7 0.91234``.
-Class ids (``class_ids``): None (default) gives the 1-based index of the
-label in ``class_names`` (the model's class order; 1..20 for
-``THUMOS14_CLASSES``); ``"thumos14"`` the official THUMOS14 detection ids,
-the classes' indices in UCF101 (``THUMOS14_DETECTION_CLASS_IDS``), which
-the official toolkit's ground truth uses; or a mapping ``{class name: id}``.
+Class ids (``class_ids``): None (default) picks them from ``class_names``
+(``thumos14_class_ids``): the official THUMOS14 detection ids, the classes'
+indices in UCF101 (``THUMOS14_DETECTION_CLASS_IDS``, which the official
+toolkit's ground truth uses), when the names are exactly THUMOS14's 20
+classes in any order, else the 1-based index in ``class_names`` (the model's
+class order); ``"thumos14"`` forces the official ids; or a mapping
+``{class name: id}``.  The toolkit format has no room for a header, so the
+mapping used is recorded in metrics.json (``thumos14_class_ids``: one of
+``ID_MAPPINGS``).
 Videos are written in sorted order, each video's detections by decreasing
 score (stable).
 
@@ -48,6 +52,10 @@ THUMOS14_DETECTION_CLASS_IDS = {
     "SoccerPenalty": 85, "TennisSwing": 92, "ThrowDiscus": 93,
     "VolleyballSpiking": 97,
 }
+
+OFFICIAL_IDS = "official UCF101"
+MODEL_ORDER_IDS = "1..C in model order"
+ID_MAPPINGS = (OFFICIAL_IDS, MODEL_ORDER_IDS)
 
 ClassIds = Union[None, str, Mapping[str, int]]
 
@@ -109,13 +117,23 @@ def write_results(path_json, path_csv, detections_by_video: Mapping[str, Sequenc
 # ---------------------------------------------------------------------------
 # THUMOS14 toolkit text.
 
+def thumos14_class_ids(class_names: Sequence[str]) -> tuple[dict, str]:
+  """({class name: toolkit id}, which of ``ID_MAPPINGS``) for the model's
+  class list: the official ids when it is THUMOS14's 20 classes (by name,
+  any order), else 1..C in the given order."""
+  names = [str(n) for n in class_names]
+  if len(set(names)) != len(names):
+    raise ValueError("class_names has repeated names")
+  if sorted(names) == sorted(THUMOS14_DETECTION_CLASS_IDS):
+    return dict(THUMOS14_DETECTION_CLASS_IDS), OFFICIAL_IDS
+  return {name: i + 1 for i, name in enumerate(names)}, MODEL_ORDER_IDS
+
+
 def _id_map(class_names: Optional[Sequence[str]], class_ids: ClassIds) -> dict:
   if class_ids is None:
     if class_names is None:
       raise ValueError("give class_names (the model's class order) or class_ids")
-    if len(set(class_names)) != len(class_names):
-      raise ValueError("class_names has repeated names")
-    return {name: i + 1 for i, name in enumerate(class_names)}
+    return thumos14_class_ids(class_names)[0]
   if isinstance(class_ids, str):
     if class_ids.lower() != "thumos14":
       raise ValueError(f"class_ids must be None, 'thumos14' or a mapping, got {class_ids!r}")
@@ -214,12 +232,17 @@ def write_eval_outputs(out_dir: str, evaluated: dict, extra: Optional[dict] = No
   evaluated: Evaluator.run's dict; its "raw" detections (labels as
   class indices) and "class_names" give the detection files, its "result"
   (if any) the metrics; extra: scalars added to metrics.json (step, snippet
-  statistics).  Returns {"detections": path, "metrics": path}.
+  statistics).  metrics.json also says which class ids
+  detections_thumos14.txt uses (``thumos14_class_ids``).  Returns
+  {"detections": path, "metrics": path, "thumos14_class_ids": mapping}.
   """
   write_detection_files(out_dir, evaluated["raw"], evaluated["class_names"])
   metrics = result_to_json(evaluated["result"]) if evaluated.get("result") else {}
+  mapping = thumos14_class_ids(evaluated["class_names"])[1]
+  metrics["thumos14_class_ids"] = mapping
   if extra:
     metrics.update(extra)
   fileio.write_json(os.path.join(out_dir, METRICS_JSON), metrics)
   return {"detections": os.path.join(out_dir, DETECTIONS_JSON),
-          "metrics": os.path.join(out_dir, METRICS_JSON)}
+          "metrics": os.path.join(out_dir, METRICS_JSON),
+          "thumos14_class_ids": mapping}

@@ -10,6 +10,7 @@ import pytest
 from case_jax import evaluation, outputs
 from case_jax.data import ground_truth
 from case_jax.data import THUMOS14_CLASSES
+from tests.conftest import SHARED_DATA
 
 
 # ---------------------------------------------------------------------------
@@ -70,7 +71,9 @@ EXPECTED = {
         f'  "average_map": {_MAP},\n  "summary": {{\n    "AVG(0.1:0.5)": {_MAP}\n  }},\n'
         '  "num_gt": [\n    1,\n    2,\n    1\n  ],\n'
         '  "num_detections": [\n    1,\n    3,\n    1\n  ],\n'
-        '  "tie_order": "numpy",\n  "subset": "test",\n  "step": 80,\n'
+        '  "tie_order": "numpy",\n  "subset": "test",\n  "videos_not_in_gt": 0,\n'
+        '  "detections_not_in_gt": 0,\n'
+        '  "thumos14_class_ids": "1..C in model order",\n  "step": 80,\n'
         '  "test_fb_acc": 0.8125\n}').encode(),
 }
 
@@ -83,7 +86,8 @@ def test_eval_outputs_are_byte_identical_to_the_old_writers(tmp_path):
   out = tmp_path / "eval"
   paths = outputs.write_eval_outputs(str(out), evaluated, {"step": 80, "test_fb_acc": 0.8125})
   assert paths == {"detections": str(out / "detections.json"),
-                   "metrics": str(out / "metrics.json")}
+                   "metrics": str(out / "metrics.json"),
+                   "thumos14_class_ids": outputs.MODEL_ORDER_IDS}
   assert sorted(os.listdir(out)) == sorted(EXPECTED)
   for name, want in EXPECTED.items():
     assert (out / name).read_bytes() == want, name
@@ -91,7 +95,8 @@ def test_eval_outputs_are_byte_identical_to_the_old_writers(tmp_path):
 
 def test_eval_outputs_without_a_result(tmp_path):
   outputs.write_eval_outputs(str(tmp_path), {"raw": {}, "class_names": CLASSES}, None)
-  assert json.loads((tmp_path / "metrics.json").read_text()) == {}
+  assert json.loads((tmp_path / "metrics.json").read_text()) == {
+      "thumos14_class_ids": "1..C in model order"}
   assert (tmp_path / "detections_thumos14.txt").read_bytes() == b""
 
 
@@ -164,13 +169,50 @@ def _result():
           {"label": "VolleyballSpiking", "score": 1e-7, "segment": [0.0, 0.64]}]}}
 
 
-def test_default_ids_are_one_based_indices(tmp_path):
+def test_default_ids_are_the_official_ones_for_thumos14_classes(tmp_path):
   n = outputs.write_thumos14(tmp_path / "out" / "dets.txt", _result(), THUMOS14_CLASSES)
   text = (tmp_path / "out" / "dets.txt").read_text()
   assert n == 3
-  assert text == ("video_test_0000001 0.0000 0.6400 20 1e-07\n"
-                  "video_test_0000004 12.3200 17.6000 1 0.9\n"
-                  "video_test_0000004 1.0000 2.5000 3 0.25\n")
+  assert text == ("video_test_0000001 0.0000 0.6400 97 1e-07\n"
+                  "video_test_0000004 12.3200 17.6000 7 0.9\n"
+                  "video_test_0000004 1.0000 2.5000 12 0.25\n")
+
+
+def test_default_ids_are_one_based_indices_for_other_classes():
+  classes = ["VolleyballSpiking", "BaseballPitch", "Billiards"]  # not THUMOS14's 20
+  assert [int(l.split()[3]) for l in outputs.thumos14_lines(_result(), classes)] == [1, 2, 3]
+  assert outputs.thumos14_class_ids(classes)[1] == outputs.MODEL_ORDER_IDS
+
+
+def _real_thumos14_class_lists():
+  """The class lists of the real THUMOS14 annotation releases in shared/data:
+  W-TALC's classlist.npy and ACM-Net's gt.json (first-appearance order)."""
+  wtalc = [c.decode() for c in np.load(os.path.join(
+      SHARED_DATA, "thumos14_wtalc_annotations", "classlist.npy"))]
+  acmnet = list(ground_truth.load_ground_truth(
+      os.path.join(SHARED_DATA, "thumos14_acmnet_gt", "gt.json"), "test").class_names)
+  return wtalc, acmnet
+
+
+def test_real_thumos14_class_lists_get_the_official_ucf101_ids(tmp_path):
+  wtalc, acmnet = _real_thumos14_class_lists()
+  assert acmnet != wtalc and sorted(acmnet) == sorted(wtalc)  # another model order
+  for classes in (wtalc, acmnet):
+    ids, mapping = outputs.thumos14_class_ids(classes)
+    assert mapping == outputs.OFFICIAL_IDS
+    assert ids == outputs.THUMOS14_DETECTION_CLASS_IDS
+  # Written through the evaluation directory, in ACM-Net's class order: the
+  # toolkit ids do not depend on the order, and metrics.json names the mapping.
+  raw = {"video_test_0000004": [
+      {"label": acmnet.index("BaseballPitch"), "score": 0.9, "segment": [1.0, 2.0]},
+      {"label": acmnet.index("VolleyballSpiking"), "score": 0.5, "segment": [3.0, 4.0]}]}
+  paths = outputs.write_eval_outputs(str(tmp_path), {"raw": raw, "class_names": acmnet})
+  assert paths["thumos14_class_ids"] == "official UCF101"
+  assert json.loads((tmp_path / "metrics.json").read_text()) == {
+      "thumos14_class_ids": "official UCF101"}
+  assert (tmp_path / "detections_thumos14.txt").read_text() == (
+      "video_test_0000004 1.0000 2.0000 7 0.9\n"
+      "video_test_0000004 3.0000 4.0000 97 0.5\n")
 
 
 def test_official_thumos14_ids_and_custom_mapping():
