@@ -35,9 +35,16 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from case_jax.tools.torch_file import find_state_dict, load_torch_file
+from case_jax import errors
+from case_jax.tools.torch_file import (BadCheckpoint, find_state_dict,
+                                       load_torch_file)
 
 STREAMS = ("rgb", "flow")
+PROG = "case_jax.tools.import_torch"
+
+
+class OutputExists(errors.UserError, FileExistsError):
+  """--out already holds checkpoints (and --overwrite was not given)."""
 
 
 # ---------------------------------------------------------------------------
@@ -54,7 +61,8 @@ def state_dict_to_params(state_dict: Mapping[str, np.ndarray],
                          kernel_size: int = 1) -> dict:
   """Released state dict -> the case_jax param tree (numpy float32).
 
-  Checks every expected key and the shapes' consistency; raises ValueError
+  Checks every expected key and the shapes' consistency; raises BadCheckpoint
+  (a ValueError)
   naming the missing keys, the unexpected extra keys and any bad shape.
   """
   sd = _strip_prefix({str(k): np.asarray(v) for k, v in state_dict.items()})
@@ -68,12 +76,12 @@ def state_dict_to_params(state_dict: Mapping[str, np.ndarray],
   missing = [k for k in expected if k not in sd]
   extra = sorted(set(sd) - set(expected))
   if missing:
-    raise ValueError(
+    raise BadCheckpoint(
         f"state dict is missing {len(missing)} expected key(s): {missing}"
         + (f"; it has unexpected key(s): {extra}" if extra else "")
         + ". Is this the CASE best_model.pkl (notes §1 lists the keys)?")
   if extra:
-    raise ValueError(f"state dict has unexpected key(s) {extra} besides the CASE "
+    raise BadCheckpoint(f"state dict has unexpected key(s) {extra} besides the CASE "
                      "keys: not the released CASE model?")
   problems = []
   params = {}
@@ -115,12 +123,12 @@ def state_dict_to_params(state_dict: Mapping[str, np.ndarray],
                        != params["flow"]["classifier"]["bias"].shape):
     problems.append("the rgb and flow classifiers differ in class count")
   if problems:
-    raise ValueError("state dict shapes do not fit the CASE model:\n  "
+    raise BadCheckpoint("state dict shapes do not fit the CASE model:\n  "
                      + "\n  ".join(problems))
   for s in STREAMS:
     for leaf in [params[s]["prototypes"]] + [v for lay in layers for v in params[s][lay].values()]:
       if not np.all(np.isfinite(leaf)):
-        raise ValueError(f"stream {s}: the checkpoint holds NaN or inf values")
+        raise BadCheckpoint(f"stream {s}: the checkpoint holds NaN or inf values")
   return params
 
 
@@ -136,12 +144,19 @@ def params_summary(params: dict) -> dict:
 
 
 def load_q_r(path: str, num_clusters: int) -> np.ndarray:
-  q = np.load(path, allow_pickle=False)
+  if not os.path.isfile(path):
+    raise errors.MissingFile(f"{path}: no such Q^R file; pass the released "
+                             f"cls_gt.npy (a ({num_clusters}, 2) array)")
+  try:
+    q = np.load(path, allow_pickle=False)
+  except (ValueError, OSError, EOFError) as e:   # not a .npy file
+    raise BadCheckpoint(f"{path}: not a numpy .npy array ({e}); pass the "
+                        "released cls_gt.npy") from None
   if q.shape != (num_clusters, 2):
-    raise ValueError(f"{path}: Q^R (cls_gt) has shape {q.shape}, expected "
-                     f"({num_clusters}, 2) for {num_clusters} prototypes.")
+    raise BadCheckpoint(f"{path}: Q^R (cls_gt) has shape {q.shape}, expected "
+                        f"({num_clusters}, 2) for {num_clusters} prototypes.")
   if not np.all(np.isfinite(q)):
-    raise ValueError(f"{path}: Q^R holds NaN or inf.")
+    raise BadCheckpoint(f"{path}: Q^R holds NaN or inf.")
   return q.astype(np.float32)
 
 
@@ -151,12 +166,15 @@ def load_classes(spec: Optional[str]) -> list:
     from case_jax.data import THUMOS14_CLASSES
     return list(THUMOS14_CLASSES)
   if not os.path.exists(spec):
-    raise FileNotFoundError(f"--classes {spec!r}: not 'THUMOS14' and no such file "
-                            "(expected one class name per line, in the model's order).")
+    raise errors.MissingFile(f"--classes {spec!r}: not 'THUMOS14' and no such file "
+                             "(expected one class name per line, in the model's "
+                             "order).")
   with open(spec) as f:
     names = [line.strip() for line in f if line.strip()]
-  if len(set(names)) != len(names):
-    raise ValueError(f"{spec}: repeated class names")
+  repeated = sorted({n for n in names if names.count(n) > 1})
+  if repeated:
+    raise errors.ConfigError(f"{spec}: repeated class names {repeated}; list each "
+                             "class once")
   return names
 
 
@@ -179,23 +197,25 @@ def import_checkpoint(model_path: str, cls_gt_path: str, out: str, cfg, *,
 
   stream = stream or sys.stdout
   classes = list(classes) if classes is not None else load_classes(None)
-  params = state_dict_to_params(find_state_dict(load_torch_file(model_path)),
+  params = state_dict_to_params(find_state_dict(load_torch_file(model_path), model_path),
                                 kernel_size=cfg.model.kernel_size)
   info = params_summary(params)
   q_r = load_q_r(cls_gt_path, info["num_clusters"])
   if len(classes) != info["num_classes"]:
-    raise ValueError(f"the checkpoint classifies {info['num_classes']} classes but "
-                     f"{len(classes)} class names were given (--classes).")
+    raise errors.ConfigError(
+        f"{model_path} classifies {info['num_classes']} classes but "
+        f"{len(classes)} class names were given (--classes): pass a file of "
+        f"{info['num_classes']} names, one a line, in the model's order.")
   for key in ("embed_dim", "num_clusters"):
     if cfg.model[key] != info[key]:
-      raise ValueError(f"the checkpoint has {key}={info[key]} but the config says "
+      raise errors.ConfigError(f"{model_path} has {key}={info[key]} but the config says "
                        f"model.{key}={cfg.model[key]}; pass a matching --config "
                        f"(or --config.model.{key}={info[key]}) here and to --mode=evaluate.")
 
   ckpt_dir = os.path.join(os.path.abspath(out), "checkpoints")
   if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
     if not overwrite:
-      raise FileExistsError(f"{ckpt_dir} already holds checkpoints; choose another "
+      raise OutputExists(f"{ckpt_dir} already holds checkpoints; choose another "
                             "--out or pass --overwrite.")
     shutil.rmtree(ckpt_dir)
   os.makedirs(out, exist_ok=True)
@@ -207,12 +227,16 @@ def import_checkpoint(model_path: str, cls_gt_path: str, out: str, cfg, *,
   want = jax.tree_util.tree_structure(template.params)
   got = jax.tree_util.tree_structure(params)
   if want != got:
-    raise ValueError(f"imported param tree {got} does not match the model's {want}")
+    raise errors.ConfigError(f"{model_path}: imported param tree {got} does not "
+                             f"match the model's {want}; pass the --config the "
+                             "checkpoint was trained with")
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(template.params),
                           jax.tree_util.tree_leaves(params)):
     if a.shape != b.shape:
-      raise ValueError(f"{jax.tree_util.keystr(path)}: imported shape {b.shape}, "
-                       f"model expects {a.shape}")
+      raise errors.ConfigError(
+          f"{model_path}: {jax.tree_util.keystr(path)}: imported shape {b.shape}, "
+          f"model expects {a.shape}; pass the --config the checkpoint was "
+          "trained with")
   jparams = jax.tree.map(jnp.asarray, params)
   state = template.replace(step=jnp.asarray(step, jnp.int32), params=jparams,
                            opt_state=tx.init(jparams), q_r=jnp.asarray(q_r))
@@ -232,14 +256,43 @@ def import_checkpoint(model_path: str, cls_gt_path: str, out: str, cfg, *,
   return {**run_info, **info, "state": state}
 
 
+USAGE = (f"usage: python -m {PROG} best_model.pkl cls_gt.npy --out=WORKDIR "
+         "[--classes=THUMOS14|FILE] [--config=configs/thumos14.py] "
+         "[--config.KEY=VALUE ...] [--step=0] [--overwrite] [--verbose]")
+
+
+def _help(fv) -> str:
+  """--help: the usage, the positional arguments and every flag."""
+  lines = [USAGE, "", __doc__.split("\n\n")[0], "",
+           "positional arguments:",
+           "  best_model.pkl        the released torch.save state dict",
+           "  cls_gt.npy            the released Q^R, a (K^C, 2) array", "",
+           "flags:"]
+  for name in ("out", "classes", "config", "step", "overwrite", "verbose"):
+    flag = fv[name]
+    lines.append(f"  --{name:<20}{flag.help} (default: {flag.default_as_str or 'none'})")
+  lines.append(f"  --{'config.KEY=VALUE':<20}override a config value, as for "
+               "python -m case_jax.main")
+  return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
+  """The CLI; a user error is a short message and exit status 2."""
+  argv = list(sys.argv if argv is None else argv)
+  return errors.run_reporting(_main, argv, prog=PROG,
+                              verbose=errors.wants_verbose(argv[1:]))
+
+
+def _main(argv: list) -> int:
   from absl import flags
   from ml_collections import config_flags
 
   from case_jax import defaults
+  from case_jax.tools.config_args import check_config_argv
 
-  argv = list(sys.argv if argv is None else argv)
   fv = flags.FlagValues()
+  if not any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[1:]):
+    check_config_argv(argv[1:], default=defaults.config_path("thumos14"))
   config_flags.DEFINE_config_file("config", defaults.config_path("thumos14"),
                                   "The config --mode=evaluate will use.",
                                   flag_values=fv, lock_config=True, sys_argv=argv)
@@ -250,17 +303,18 @@ def main(argv=None) -> int:
                        flag_values=fv)
   flags.DEFINE_bool("overwrite", False, "Replace existing checkpoints in --out.",
                     flag_values=fv)
-  usage = ("usage: python -m case_jax.tools.import_torch best_model.pkl cls_gt.npy "
-           "--out=WORKDIR [--classes=THUMOS14|FILE] [--config=configs/thumos14.py] "
-           "[--step=0] [--overwrite]\n")
+  flags.DEFINE_bool("verbose", False, "Show the traceback of a user error.",
+                    flag_values=fv)
+  if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[1:]):
+    sys.stdout.write(_help(fv))
+    return 0
   try:
     rest = fv(argv)
   except flags.Error as e:
-    sys.stderr.write(f"{e}\n{usage}")
-    return 2
+    raise errors.ConfigError(f"{e}\n{USAGE}") from None
   if len(rest) != 3 or not fv.out:
-    sys.stderr.write(usage)
-    return 2
+    raise errors.ConfigError("give best_model.pkl, cls_gt.npy and --out=WORKDIR "
+                             f"(see --help)\n{USAGE}")
   import_checkpoint(rest[1], rest[2], fv.out, fv.config,
                     classes=load_classes(fv.classes), step=fv.step,
                     overwrite=fv.overwrite)

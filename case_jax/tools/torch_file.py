@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import collections
 import io
+import os
 import pickle
 import struct
 import zipfile
 from typing import Any, Mapping
 
 import numpy as np
+
+from case_jax.errors import MissingFile, UserError
 
 _STORAGE_DTYPES = {
     "FloatStorage": np.dtype("float32"), "DoubleStorage": np.dtype("float64"),
@@ -29,8 +32,13 @@ _STORAGE_DTYPES = {
 _LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+class UnsafeCheckpointError(UserError, pickle.UnpicklingError):
   """The pickle names a global that is not a tensor-rebuild function."""
+
+
+class BadCheckpoint(UserError, ValueError):
+  """The file is not (or no longer: truncated, corrupt) a torch.save file
+  holding a state dict; the message names the file and the fix."""
 
 
 class _StorageType:
@@ -138,7 +146,7 @@ def _load_zip(path: str) -> Any:
     names = zf.namelist()
     pkls = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
     if len(pkls) != 1:
-      raise ValueError(f"{path}: a torch.save zip holds one <name>/data.pkl; found "
+      raise BadCheckpoint(f"{path}: a torch.save zip holds one <name>/data.pkl; found "
                        f"{pkls or 'none'}")
     prefix = pkls[0][:-len("data.pkl")]
     big = False
@@ -162,15 +170,15 @@ def _load_legacy(path: str) -> Any:
     try:
       magic = safe()
     except Exception as e:
-      raise ValueError(f"{path} is neither a torch.save zip archive nor a legacy "
+      raise BadCheckpoint(f"{path} is neither a torch.save zip archive nor a legacy "
                        f"torch file ({e}). Re-save it with a recent torch: "
                        "torch.save(torch.load(p), p2).") from e
     if magic != _LEGACY_MAGIC:
-      raise ValueError(f"{path} is not a torch.save file (bad magic number).")
+      raise BadCheckpoint(f"{path} is not a torch.save file (bad magic number).")
     safe()  # protocol version
     sys_info = safe()
     if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
-      raise ValueError(f"{path}: big-endian legacy files are not supported.")
+      raise BadCheckpoint(f"{path}: big-endian legacy files are not supported.")
     pending = {}
 
     def defer(type_name, key, numel):
@@ -218,20 +226,37 @@ def _resolve(obj, storages):
 
 
 def load_torch_file(path: str) -> Any:
-  """Loads a ``torch.save`` file's object with tensors as numpy arrays."""
-  if zipfile.is_zipfile(path):
-    return _load_zip(path)
-  return _load_legacy(path)
+  """Loads a ``torch.save`` file's object with tensors as numpy arrays.
+
+  A missing, truncated or corrupt file, or one pickling more than tensors,
+  is a user error naming ``path``."""
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise MissingFile(f"{path}: no such checkpoint file; pass the released "
+                      "best_model.pkl (a torch.save state dict)")
+  try:
+    if zipfile.is_zipfile(path):
+      return _load_zip(path)
+    return _load_legacy(path)
+  except UnsafeCheckpointError as e:
+    raise UnsafeCheckpointError(f"{path}: {e}") from None
+  except UserError:
+    raise
+  # What a truncated or corrupt archive or pickle raises while being read.
+  except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, KeyError) as e:
+    raise BadCheckpoint(f"{path}: cannot be read as a torch.save file ({e!r:.200}); "
+                        "truncated or corrupt? Download or re-save it.") from e
 
 
-def find_state_dict(obj: Any) -> dict:
+def find_state_dict(obj: Any, source: str = "the checkpoint") -> dict:
   """The state dict itself, or the one under 'state_dict' / 'model'."""
   if isinstance(obj, Mapping):
     if any(isinstance(v, np.ndarray) for v in obj.values()):
       return dict(obj)
     for key in ("state_dict", "model", "model_state_dict", "net"):
       if isinstance(obj.get(key), Mapping):
-        return find_state_dict(obj[key])
-  raise ValueError("no state dict found: expected a dict of tensors or a dict "
-                   f"with a 'state_dict' or 'model' entry; got {type(obj).__name__}"
-                   + (f" with keys {sorted(obj)[:10]}" if isinstance(obj, Mapping) else ""))
+        return find_state_dict(obj[key], source)
+  raise BadCheckpoint(f"{source}: no state dict found: expected a dict of tensors "
+                      "or a dict with a 'state_dict' or 'model' entry; got "
+                      f"{type(obj).__name__}"
+                      + (f" with keys {sorted(obj)[:10]}" if isinstance(obj, Mapping) else ""))
