@@ -12,7 +12,18 @@ numbers (mAP = AVG over tIoU 0.1:0.7, ACC = F&B snippet accuracy, in %).
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import sys
+
+from case_jax.errors import ConfigError, UserError, run_reporting
+
+
+class UnknownAblation(UserError, KeyError):
+  """An ablation preset name that ABLATIONS does not have."""
+
+  def __str__(self):  # KeyError would quote the whole message
+    return str(self.args[0])
 
 _NO_TSCL = {"labeling.colabel_topk": False, "labeling.colabel_clusters": False,
             "labeling.colabel_cluster_cls": False}
@@ -97,7 +108,8 @@ class Table:
 
   def select(self, names=None) -> tuple[Row, ...]:
     """The rows named in ``names`` ("row1", "table2/row1"; None = all), in
-    the paper's order; an unknown name raises ValueError listing the known."""
+    the paper's order; an unknown name raises ConfigError (a ValueError)
+    listing the known."""
     if not names:
       return self.rows
     by_name = {r.name: r for r in self.rows}
@@ -106,7 +118,7 @@ class Table:
       n = n.strip()
       n = n.split("/", 1)[1] if n.startswith(f"table{self.number}/") else n
       if n not in by_name:
-        raise ValueError(f"Table {self.number} has no row {n!r}; its rows are "
+        raise ConfigError(f"Table {self.number} has no row {n!r}; its rows are "
                          f"{', '.join(by_name)}")
       wanted.add(n)
     return tuple(r for r in self.rows if r.name in wanted)
@@ -170,14 +182,15 @@ def table(number) -> Table:
   try:
     return TABLES[int(number)]
   except (KeyError, ValueError, TypeError):
-    raise ValueError(f"no ablation table {number!r}; tables with presets: "
+    raise ConfigError(f"no ablation table {number!r}; tables with presets: "
                      f"{', '.join(map(str, TABLES))}") from None
 
 
 def apply(config, name: str):
   """Applies the override set ``name`` to ``config`` (in place) and returns it."""
   if name not in ABLATIONS:
-    raise KeyError(f"unknown ablation {name!r}; known: {', '.join(sorted(ABLATIONS))}")
+    raise UnknownAblation(f"unknown ablation {name!r}; known: "
+                          f"{', '.join(sorted(ABLATIONS))}")
   from case_jax.defaults import set_dotted
   return set_dotted(config, ABLATIONS[name], what=f"ablation {name!r}")
 
@@ -186,6 +199,28 @@ def as_flags(name: str) -> str:
   return " ".join(f"--config.{k}={v}" for k, v in ABLATIONS[name].items())
 
 
+def main(argv=None) -> int:
+  """Lists the presets (all, or those of --table) with their flags."""
+  parser = argparse.ArgumentParser(
+      prog="python -m case_jax.ablations",
+      description="List the ablation presets of the paper's tables and the "
+                  "--config.KEY=VALUE flags each one amounts to; use one with "
+                  "--config=configs/ablations.py:<dataset>/<preset>.")
+  parser.add_argument("--table", help="only this table's presets (2, 3, 4, 5, "
+                                      "9 or 10)")
+  parser.add_argument("--verbose", action="store_true",
+                      help="show the traceback of a user error")
+  args = parser.parse_args(argv)
+
+  def list_presets():
+    names = ([r.preset for r in table(args.table).rows] if args.table
+             else list(ABLATIONS))
+    for key in names:
+      sys.stdout.write(f"{key:22s} {as_flags(key)}\n")
+    return 0
+  return run_reporting(list_presets, prog="case_jax.ablations",
+                       verbose=args.verbose)
+
+
 if __name__ == "__main__":
-  for key in ABLATIONS:
-    print(f"{key:22s} {as_flags(key)}")
+  sys.exit(main())

@@ -31,17 +31,26 @@ import threading
 import time
 
 
+class CommandNotFound(Exception):
+  """The command after '--' cannot be started (a user error)."""
+
+
 def free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]
 
 
+USAGE = ("%(prog)s [-n N] [--devices-per-process=K] [--dry-run] [options] "
+         "-- <case_jax.main flags> | -- COMMAND ...")
+EPILOG = ("After '--': flags alone (--config=... --workdir=...) are run as "
+          "python -m case_jax.main <flags> in every process; anything else is run "
+          "as given.  A refused input exits with status 2.")
+
+
 def build(args, command, python=sys.executable):
-  """[(env additions, argv)] for every process."""
-  if not command:
-    raise SystemExit("no command: give one after '--' (flags alone mean "
-                     "python -m case_jax.main <flags>)")
+  """[(env additions, argv)] for every process; ``command`` is non-empty
+  (``parse`` refuses an empty one)."""
   if command[0].startswith("-"):
     command = [python, "-m", "case_jax.main", *command]
   out = []
@@ -72,8 +81,15 @@ def _pump(i, stream, sink):
 def run(procs_spec, timeout=None, sink=sys.stdout) -> int:
   procs, pumps = [], []
   for i, (env, argv) in enumerate(procs_spec):
-    p = subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, bufsize=1)
+    try:
+      p = subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, bufsize=1)
+    except FileNotFoundError:   # the command after '--' is not a program
+      for q in procs:
+        q.kill()
+        q.wait()
+      raise CommandNotFound(f"{argv[0]!r}: no such program; after '--' give "
+                            "case_jax.main flags or a command on PATH") from None
     t = threading.Thread(target=_pump, args=(i, p.stdout, sink), daemon=True)
     t.start()
     procs.append(p)
@@ -119,11 +135,12 @@ def run(procs_spec, timeout=None, sink=sys.stdout) -> int:
   return status
 
 
-def parse(argv):
+def make_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      description=__doc__.split("\n\n")[0],
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--num-processes", "-n", type=int, default=2)
+      prog="launch/local_multiprocess.py", usage=USAGE,
+      description=__doc__.split("\n\n")[0], epilog=EPILOG)
+  parser.add_argument("--num-processes", "-n", type=int, default=2,
+                      help="how many processes (default 2)")
   parser.add_argument("--host", default="127.0.0.1",
                       help="coordinator host (loopback by default)")
   parser.add_argument("--port", type=int, default=0,
@@ -136,6 +153,14 @@ def parse(argv):
                       help="kill everything after this many seconds")
   parser.add_argument("--dry-run", action="store_true",
                       help="print the commands, run nothing")
+  parser.add_argument("--verbose", action="store_true",
+                      help="print each process's command before starting it")
+  return parser
+
+
+def parse(argv):
+  """(args, command); a bad input exits with status 2 and the usage."""
+  parser = make_parser()
   if "--" in argv:
     k = argv.index("--")
     own, command = argv[:k], argv[k + 1:]
@@ -143,7 +168,12 @@ def parse(argv):
     own, command = argv, []
   args = parser.parse_args(own)
   if args.num_processes < 1:
-    parser.error("--num-processes must be >= 1")
+    parser.error(f"--num-processes must be >= 1, got {args.num_processes}")
+  if args.devices_per_process < 0:
+    parser.error(f"--devices-per-process must be >= 0, got {args.devices_per_process}")
+  if not command:
+    parser.error("no command: give one after '--' (flags alone mean "
+                 "python -m case_jax.main <flags>)")
   if not args.port:
     args.port = 12355 if args.dry_run else free_port()
   return args, command
@@ -152,12 +182,16 @@ def parse(argv):
 def main(argv=None) -> int:
   args, command = parse(sys.argv[1:] if argv is None else argv)
   spec = build(args, command)
-  if args.dry_run:
+  if args.dry_run or args.verbose:
     for env, cmd in spec:
-      print(shell_line(env, cmd) + " &")
+      print(("" if args.dry_run else "# ") + shell_line(env, cmd) + " &")
+  if args.dry_run:
     print("wait")
     return 0
-  return run(spec, timeout=args.timeout)
+  try:
+    return run(spec, timeout=args.timeout)
+  except CommandNotFound as e:
+    make_parser().error(str(e))
 
 
 if __name__ == "__main__":

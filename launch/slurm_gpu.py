@@ -60,17 +60,25 @@ def script(a, flags) -> str:
   return "\n".join(lines)
 
 
-def parse(argv):
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--nodes", type=int, default=1)
-  p.add_argument("--gpus-per-node", type=int, default=8)
-  p.add_argument("--cpus-per-task", type=int, default=16)
-  p.add_argument("--partition", default=None)
-  p.add_argument("--account", default=None)
-  p.add_argument("--time", default="24:00:00")
+def make_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+      prog="launch/slurm_gpu.py",
+      usage="%(prog)s --workdir=DIR [options] -- <case_jax.main flags>",
+      description=__doc__.split("\n\n")[0],
+      epilog="Flags after '--' go to python -m case_jax.main on every node "
+             "(not --workdir: give it to the launcher).  A refused input exits "
+             "with status 2.")
+  p.add_argument("--nodes", type=int, default=1, help="number of nodes (default 1)")
+  p.add_argument("--gpus-per-node", type=int, default=8,
+                 help="GPUs of each node (default 8)")
+  p.add_argument("--cpus-per-task", type=int, default=16,
+                 help="CPUs of the one task per node (default 16)")
+  p.add_argument("--partition", default=None, help="SLURM partition")
+  p.add_argument("--account", default=None, help="SLURM account")
+  p.add_argument("--time", default="24:00:00", help="time limit (default 24:00:00)")
   p.add_argument("--grace", type=int, default=120,
                  help="seconds between SIGTERM and the time limit")
-  p.add_argument("--job-name", default="case_jax")
+  p.add_argument("--job-name", default="case_jax", help="SLURM job name")
   p.add_argument("--workdir", required=True, help="on a shared filesystem")
   p.add_argument("--repo", default=os.path.dirname(os.path.dirname(
       os.path.abspath(__file__))), help="this checkout, as the nodes see it")
@@ -78,12 +86,26 @@ def parse(argv):
                  help="shell line run first, e.g. 'source .venv/bin/activate'")
   p.add_argument("--script", default=None,
                  help="where to write the sbatch file (default <workdir>/job.sbatch)")
-  p.add_argument("--dry-run", action="store_true")
+  p.add_argument("--dry-run", action="store_true",
+                 help="print the script and the sbatch line, submit nothing")
+  p.add_argument("--verbose", action="store_true",
+                 help="also print the script when submitting it")
+  return p
+
+
+def parse(argv):
+  """(args, case_jax.main flags); a bad input exits with status 2."""
+  p = make_parser()
   own, flags = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) \
       if "--" in argv else (argv, [])
   a = p.parse_args(own)
   if any(f.startswith("--workdir") for f in flags):
     p.error("give --workdir to the launcher, before '--'")
+  for name in ("nodes", "gpus_per_node", "cpus_per_task"):
+    if getattr(a, name) < 1:
+      p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
+  if a.grace < 0:
+    p.error(f"--grace must be >= 0 seconds, got {a.grace}")
   a.script = a.script or os.path.join(os.path.abspath(a.workdir), "job.sbatch")
   return a, flags
 
@@ -99,7 +121,13 @@ def main(argv=None) -> int:
   with open(a.script, "w") as f:
     f.write(text)
   print(f"wrote {a.script}")
-  return subprocess.run(submit).returncode
+  if a.verbose:
+    print(text)
+  try:
+    return subprocess.run(submit).returncode
+  except FileNotFoundError:
+    make_parser().error("sbatch not found: run this on a SLURM login node, or "
+                        "use --dry-run to only write and print the script")
 
 
 if __name__ == "__main__":

@@ -73,22 +73,41 @@ def commands(a, main_flags) -> list[dict]:
   ]
 
 
-def parse(argv):
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def make_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+      prog="launch/tpu_pod.py",
+      usage="%(prog)s --name=VM --zone=ZONE --bucket=BUCKET --run=PATH [options] "
+            "-- <case_jax.main flags>",
+      description=__doc__.split("\n\n")[0],
+      epilog="Flags after '--' go to python -m case_jax.main on every worker "
+             "(not --workdir: it is /gcs/<bucket>/<run>).  A refused input "
+             "exits with status 2.")
   p.add_argument("--name", required=True, help="TPU VM name")
-  p.add_argument("--zone", required=True)
-  p.add_argument("--project", default=None)
+  p.add_argument("--zone", required=True, help="GCP zone, e.g. us-central2-b")
+  p.add_argument("--project", default=None, help="GCP project (default: gcloud's)")
   p.add_argument("--accelerator", default="v4-8", help="e.g. v4-32, v5litepod-16")
-  p.add_argument("--runtime-version", default="tpu-ubuntu2204-base")
+  p.add_argument("--runtime-version", default="tpu-ubuntu2204-base",
+                 help="TPU VM software version for a new slice")
   p.add_argument("--spot", action="store_true", help="preemptible (spot) capacity")
   p.add_argument("--jax-version", default="", help="e.g. ==0.10.2 (default: latest)")
   p.add_argument("--bucket", required=True, help="GCS bucket (no gs://)")
   p.add_argument("--run", required=True, help="workdir inside the bucket")
-  p.add_argument("--dry-run", action="store_true")
+  p.add_argument("--dry-run", action="store_true",
+                 help="print the gcloud commands, run nothing")
+  p.add_argument("--verbose", action="store_true",
+                 help="print each command in full before running it")
+  return p
+
+
+def parse(argv):
+  """(args, case_jax.main flags); a bad input exits with status 2."""
+  p = make_parser()
   own, flags = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) \
       if "--" in argv else (argv, [])
   a = p.parse_args(own)
   a.bucket = a.bucket.removeprefix("gs://").strip("/")
+  if not a.bucket:
+    p.error("--bucket is empty: give the GCS bucket name, e.g. --bucket=my-bucket")
   if any(f.startswith("--workdir") for f in flags):
     p.error("the workdir is /gcs/<bucket>/<run>: use --bucket/--run, not --workdir")
   return a, flags
@@ -102,7 +121,11 @@ def main(argv=None) -> int:
       prefix = "# if the describe above fails:\n" if s.get("only_if_missing") else ""
       print(f"{prefix}# {s['what']}\n" + " ".join(q(x) for x in s["argv"]))
     return 0
-  exists = subprocess.run(steps[0]["argv"], capture_output=True, text=True)
+  try:
+    exists = subprocess.run(steps[0]["argv"], capture_output=True, text=True)
+  except FileNotFoundError:
+    make_parser().error("gcloud not found: install the Google Cloud SDK and log "
+                        "in, or use --dry-run to print the commands")
   state = exists.stdout.strip()
   if exists.returncode == 0:
     print(f"Reusing TPU VM {a.name} (state {state or '?'})")
@@ -110,6 +133,8 @@ def main(argv=None) -> int:
     if s.get("only_if_missing") and exists.returncode == 0:
       continue
     print(f"# {s['what']}", flush=True)
+    if a.verbose:
+      print(" ".join(q(x) for x in s["argv"]), flush=True)
     rc = subprocess.run(s["argv"]).returncode
     if rc and (s["check"] or s is steps[-1]):
       return rc

@@ -12,6 +12,7 @@ from case_jax import ablations
 from case_jax.tools import ablate
 from test_seeds import no_figures
 from test_train import tiny_config
+from tests.cli_check import assert_clean_refusal
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config.num_steps=3", "--config.eval_every=0", "--config.log_every=3",
@@ -106,8 +107,7 @@ def test_bad_table_row_or_seeds_are_clear_errors(tmp_path):
     with pytest.raises(ValueError):
       ablate.parse_seed_arg(bad)
   proc = run_ablate("--config=configs/synthetic.py", "--table=11")
-  assert proc.returncode != 0
-  assert "ablate: no ablation table '11'" in proc.stderr
+  assert_clean_refusal(proc, "case_jax.tools.ablate: error: no ablation table '11'")
 
 
 def test_every_table_row_is_a_preset():

@@ -29,9 +29,14 @@ import time
 
 import jax
 
-from case_jax import (ablations, datasets, defaults, evaluator as evaluator_lib,
-                      fileio, runs, seeds as seeds_lib, train,
-                      workdir as workdir_lib)
+from case_jax import (ablations, datasets, defaults, errors,
+                      evaluator as evaluator_lib, fileio, runs, seeds as seeds_lib,
+                      train, workdir as workdir_lib)
+
+PROG = "case_jax.tools.ablate"
+USAGE = (f"usage: python -m {PROG} --config=configs/<dataset>.py --table=N "
+         "[--seeds=3|0,4,7] [--workdir=DIR] [--rows=row1,row8] "
+         "[--config.KEY=VALUE ...] [--verbose]")
 
 
 def parse_seed_arg(text) -> list[int]:
@@ -43,10 +48,10 @@ def parse_seed_arg(text) -> list[int]:
     try:
       n = int(text)
     except ValueError:
-      raise ValueError(f"--seeds must be a count (3) or a list (0,1,2), got "
-                       f"{text!r}") from None
+      raise errors.ConfigError(f"--seeds must be a count (3) or a list (0,1,2), "
+                               f"got {text!r}") from None
     if n < 1:
-      raise ValueError(f"--seeds must be at least 1, got {n}")
+      raise errors.ConfigError(f"--seeds must be at least 1, got {n}")
     return list(range(n))
   return seeds_lib.parse_seeds(text)
 
@@ -61,7 +66,8 @@ def run_table(cfg, number, workdir: str, *, seeds=None, rows=None, devices=None,
 
   seeds: list of ints (None: cfg.seeds or [cfg.seed]); rows: row names
   ("row1", "k16"; None = all).  Returns {"markdown", "rows": [...], "paths"}.
-  Unknown tables and rows raise ValueError before anything is trained.
+  Unknown tables and rows raise ConfigError (a ValueError) before anything
+  is trained.
   """
   spec = ablations.table(number)
   selected = spec.select(rows)
@@ -168,45 +174,80 @@ def format_table(spec, rows, results) -> tuple[str, dict]:
   return "\n".join(lines), {"columns": head, "rows": out_rows}
 
 
-def main(argv=None):
-  from absl import app, flags, logging
+def _define_flags(argv):
+  from absl import flags
   from ml_collections import config_flags
-
+  fv = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "Path to a configs/<dataset>.py.",
-                                  lock_config=True)
-  flags.DEFINE_string("table", None, "Paper table: 2, 3, 4, 5, 9 or 10.")
+                                  flag_values=fv, lock_config=True, sys_argv=argv)
+  flags.DEFINE_string("table", None, "Paper table: 2, 3, 4, 5, 9 or 10.",
+                      flag_values=fv)
   flags.DEFINE_string("seeds", None, "A count (3 = seeds 0,1,2) or a list "
-                      "(0,4,7); default: config.seeds, else config.seed.")
-  flags.DEFINE_string("workdir", None, "Default: ablate_<config name>.")
+                      "(0,4,7); default: config.seeds, else config.seed.",
+                      flag_values=fv)
+  flags.DEFINE_string("workdir", None, "Default: ablate_<config name>.",
+                      flag_values=fv)
   flags.DEFINE_string("rows", None, "Comma-separated rows of the table "
-                      "(e.g. row1,row8 or k8,k16); default: all.")
-  flags.DEFINE_bool("verbose", False, "Show library INFO logs (Orbax, JAX).")
-  flags.mark_flags_as_required(["config", "table"])
-  FLAGS = flags.FLAGS
+                      "(e.g. row1,row8 or k8,k16); default: all.", flag_values=fv)
+  flags.DEFINE_bool("verbose", False, "Show library INFO logs (Orbax, JAX) and "
+                    "the traceback of a user error.", flag_values=fv)
+  return fv
 
-  def _main(args):
-    from case_jax import distributed
-    distributed.maybe_initialize()  # multi-host: before any JAX backend use
-    if len(args) > 1:
-      raise app.UsageError(f"Unexpected arguments: {args[1:]}")
-    if not FLAGS.verbose:
-      logging.set_verbosity(logging.WARNING)
-    config_arg = config_flags.get_config_filename(FLAGS["config"])
-    name = os.path.splitext(os.path.basename(config_arg.split(":")[0]))[0]
-    if ":" in config_arg:
-      name += "_" + config_arg.split(":", 1)[1].replace("/", "_")
-    try:
-      spec = ablations.table(FLAGS.table)
-      spec.select(FLAGS.rows.split(",") if FLAGS.rows else None)
-      seeds = parse_seed_arg(FLAGS.seeds)
-    except ValueError as e:  # before any training, without the flags' help
-      raise SystemExit(f"ablate: {e}")
-    run_table(FLAGS.config, spec.number, FLAGS.workdir or f"ablate_{name}",
-              seeds=seeds, rows=FLAGS.rows.split(",") if FLAGS.rows else None,
-              config_name=config_arg)
 
-  app.run(_main, argv=argv)
+def _help(fv) -> str:
+  """--help: the usage and every flag."""
+  lines = [USAGE, "", __doc__.split("\n\n")[0], "", "flags:"]
+  for name in ("config", "table", "seeds", "workdir", "rows", "verbose"):
+    lines.append(f"  --{name:<20}{fv[name].help}")
+  lines.append(f"  --{'config.KEY=VALUE':<20}override a config value, as for "
+               "python -m case_jax.main")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+  """The CLI; a user error (bad flag, table, row, seeds, config key) is a
+  short message and exit status 2, before anything is trained."""
+  argv = list(sys.argv if argv is None else argv)
+  return errors.run_reporting(_main, argv, prog=PROG,
+                              verbose=errors.wants_verbose(argv[1:]))
+
+
+def _main(argv: list) -> int:
+  from absl import flags, logging
+
+  if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[1:]):
+    sys.stdout.write(_help(_define_flags(argv[:1])))
+    return 0
+  # ml_collections answers a bad --config with a traceback: check it first.
+  from case_jax.tools.config_args import check_config_argv
+  check_config_argv(argv[1:])
+  fv = _define_flags(argv)
+  try:
+    rest = fv(argv)
+  except flags.Error as e:
+    raise errors.ConfigError(f"{e}\n{USAGE}") from None
+  if len(rest) > 1:
+    raise errors.ConfigError(f"unexpected arguments {rest[1:]}\n{USAGE}")
+  missing = [f"--{n}" for n in ("config", "table") if fv[n].value is None]
+  if missing:
+    raise errors.ConfigError(f"{' and '.join(missing)} required\n{USAGE}")
+  from case_jax import distributed
+  distributed.maybe_initialize()  # multi-host: before any JAX backend use
+  if not fv.verbose:
+    logging.set_verbosity(logging.WARNING)
+  from ml_collections import config_flags
+  config_arg = config_flags.get_config_filename(fv["config"])
+  name = os.path.splitext(os.path.basename(config_arg.split(":")[0]))[0]
+  if ":" in config_arg:
+    name += "_" + config_arg.split(":", 1)[1].replace("/", "_")
+  rows = fv.rows.split(",") if fv.rows else None
+  spec = ablations.table(fv.table)   # before any training
+  spec.select(rows)
+  seeds = parse_seed_arg(fv.seeds)
+  run_table(fv.config, spec.number, fv.workdir or f"ablate_{name}",
+            seeds=seeds, rows=rows, config_name=config_arg)
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())
