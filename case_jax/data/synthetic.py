@@ -160,39 +160,61 @@ def write_synthetic_thumos(root: str | os.PathLike, *, num_train: int = 120,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+  """The CLI; a refused setting or root is a short message and exit status
+  2 (the traceback with --verbose)."""
   defaults = SyntheticConfig()
   parser = argparse.ArgumentParser(
       prog="python -m case_jax.data.synthetic",
       description="Write synthetic WTAL test/demo data in the THUMOS14 "
                   "BaS-Net/CASE layout (not a benchmark).")
   parser.add_argument("--root", required=True, help="output directory")
-  parser.add_argument("--seed", type=int, default=defaults.seed)
-  parser.add_argument("--num-train", type=int, default=defaults.num_train)
-  parser.add_argument("--num-test", type=int, default=defaults.num_test)
-  parser.add_argument("--num-classes", type=int, default=defaults.num_classes)
-  parser.add_argument("--feature-dim", type=int, default=defaults.feature_dim)
-  parser.add_argument("--time-scale", type=float, default=defaults.time_scale)
+  parser.add_argument("--seed", type=int, default=defaults.seed,
+                      help="all randomness; the same arguments give the same files")
+  parser.add_argument("--num-train", type=int, default=defaults.num_train,
+                      help="train videos")
+  parser.add_argument("--num-test", type=int, default=defaults.num_test,
+                      help="test videos")
+  parser.add_argument("--num-classes", type=int, default=defaults.num_classes,
+                      help="action classes")
+  parser.add_argument("--feature-dim", type=int, default=defaults.feature_dim,
+                      help="feature width D of each stream")
+  parser.add_argument("--time-scale", type=float, default=defaults.time_scale,
+                      help="multiplies every duration and instance length")
   parser.add_argument("--max-snippets", type=int,
-                      default=defaults.max_snippets)
+                      default=defaults.max_snippets,
+                      help="longer videos are compressed to this many snippets")
   parser.add_argument("--stats", default=None,
                       help="THUMOS14 gt.json to derive annotation statistics "
                            "from (default: built-in tables)")
-  parser.add_argument("--overwrite", action="store_true")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace an existing dataset at --root")
+  parser.add_argument("--verbose", action="store_true",
+                      help="show the traceback of a user error")
   args = parser.parse_args(argv)
+  from case_jax.errors import run_reporting
+  meta = run_reporting(_write, args, prog="case_jax.data.synthetic",
+                       verbose=args.verbose)
+  print(f"wrote {meta['num_train']} train / {meta['num_test']} test videos, "
+        f"{meta['num_classes']} classes, D={meta['feature_dim']} to "
+        f"{args.root}")
+  return 0
+
+
+def _write(args) -> dict:
+  from case_jax.errors import ConfigError, UserError
   try:
-    meta = write_synthetic_thumos(
+    return write_synthetic_thumos(
         args.root, num_train=args.num_train, num_test=args.num_test,
         num_classes=args.num_classes, feature_dim=args.feature_dim,
         seed=args.seed, time_scale=args.time_scale,
         max_snippets=args.max_snippets, stats=args.stats,
         overwrite=args.overwrite)
+  except UserError:
+    raise
+  # The settings check and the root refuse with these built-ins; each
+  # message names the setting or the root and the fix.
   except (FileExistsError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(f"wrote {meta['num_train']} train / {meta['num_test']} test videos, "
-        f"{meta['num_classes']} classes, D={meta['feature_dim']} to "
-        f"{args.root}")
-  return 0
+    raise ConfigError(str(e)) from e
 
 
 if __name__ == "__main__":
