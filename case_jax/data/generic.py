@@ -70,8 +70,10 @@ def _as_features(arr: np.ndarray, file: str, stream: str,
                  video_id: str) -> np.ndarray:
   """(n, D) float32 read-only copy/view; raises on NaN/inf naming the rows."""
   out = np.asarray(arr).astype(np.float32, copy=False)
-  rows = nonfinite_rows(out)
-  if rows.size:
+  # isfinite().all() runs ~10x faster than locating the rows (nonzero,
+  # unique): the rows are only looked for in a file that has some.
+  if not np.isfinite(out).all():
+    rows = nonfinite_rows(out)
     raise LayoutError(f"{file}: NaN or inf in snippets "
                       f"{name_some([str(r) for r in rows])} (video "
                       f"'{video_id}', {stream} features); regenerate the "
@@ -209,7 +211,7 @@ class SourceDataset:
       # Stat before reading: a file changed while it is read stays unverified.
       key = verified.key(s.video_id, s.paths) if (
           verified is not None and s.paths) else None
-      if not keep and key in verified:
+      if not keep and verified is not None and key in verified:
         continue
       try:
         record = self._make_record(s)
