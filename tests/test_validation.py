@@ -384,3 +384,13 @@ def test_thumos14_classes_are_fixed_and_a_typo_refused(tmp_path):
   assert f"bad video {vid}: {root}/gt.json: label 'Basketball Dunk'" \
       in proc.stdout
   assert "no inconsistency found" not in proc.stdout.split("[test]")[0]
+
+
+def test_value_check_without_a_record(root):
+  """data.verified_cache=off: every value read on every open, no record."""
+  nan_train(root)
+  with pytest.raises(LayoutError, match="NaN or inf"):
+    start(config(root, verified_cache="off"), root)
+  assert not (root / ".case_jax_verified.json").exists()
+  train, _, _ = start(config(root, check_values=False), root)  # headers only
+  assert len(train) == TINY["num_train"]
