@@ -13,21 +13,33 @@ import jax
 
 from case_jax import errors
 from case_jax import data as data_lib
+from case_jax.data import verified as verified_lib
 
 
 def open_split(cfg, root: str, split: str, classes=None, stream=None):
-  """One split in ``cfg.data.layout``; skipped videos (data.on_error="skip")
-  are reported, never dropped silently.  The records carry the config's
-  time base (data.fps, data.snippet_frames): detections, masks and plots
-  all read it from there."""
+  """One split in ``cfg.data.layout``, validated before any work: files,
+  widths, lengths, labels and (data.check_values) every value, remembered
+  per file (data.verified_cache).  ``classes``: the list to read it in
+  (the test split gets the training split's); None = data.classes.
+  Skipped videos (data.on_error="skip") are reported, never dropped
+  silently.  The records carry the config's time base (data.fps,
+  data.snippet_frames): detections, masks and plots all read it from there.
+  Raises data.NoSplit when the dataset has no such split at all."""
   time_base = dict(fps=cfg.data.fps, snippet_frames=cfg.data.snippet_frames)
   if cfg.data.layout == "tfds":
     # A prepared dataset (python -m case_jax.data.prepare): data.root is the
     # TFDS data_dir, data.tfds_name the builder (e.g. "thumos14/basnet").
     from case_jax.data.tfds_builders import TFDSDataset  # optional extra
     return TFDSDataset(cfg.data.tfds_name, split, data_dir=root, **time_base)
-  ds = data_lib.open_dataset(root, split, cfg.data.layout, classes,
-                             on_error=cfg.data.on_error, **time_base)
+  if classes is None:
+    classes = data_lib.config_classes(cfg.data.get("classes"),
+                                      cfg.data.dataset, root)
+  check = bool(cfg.data.get("check_values", False))
+  ds = data_lib.open_dataset(
+      root, split, cfg.data.layout, classes, on_error=cfg.data.on_error,
+      check_values=check, verified=verified_lib.from_setting(
+          cfg.data.get("verified_cache", "auto"), root) if check else None,
+      **time_base)
   for vid, why in getattr(ds, "skipped", ()):
     (stream or sys.stdout).write(f"skipped {split} video {vid}: {why}\n")
   return ds

@@ -49,8 +49,18 @@ def base_config() -> ml_collections.ConfigDict:
                                   # CO2-Net joint .npy), "acmnet" (ACM-Net 2048-d),
                                   # "tfds" (prepared; data.root = TFDS data_dir)
   c.data.tfds_name = "thumos14/basnet"  # with layout "tfds"
-  c.data.on_error = "raise"       # "raise" | "skip" (wtalc/acmnet: bad videos are
-                                  # skipped and each one is reported)
+  c.data.on_error = "raise"       # "raise" (refuse before training, naming every
+                                  # bad video and file) | "skip" (leave exactly the
+                                  # bad videos out, each one listed)
+  c.data.classes = ml_collections.FieldReference(None, field_type=object)
+                                  # the class list: names (a config sets them, e.g.
+                                  # THUMOS14's 20), a text file (one class a line),
+                                  # or None/"" = the dataset's rule (synthetic: the
+                                  # generator's; else the training split's labels)
+  c.data.check_values = True      # read every feature once before training (NaN/inf,
+                                  # truncated files); verified files are remembered
+  c.data.verified_cache = "auto"  # where: "auto" (<root>/.case_jax_verified.json,
+                                  # else ~/.cache/case_jax/verified/), a file, "off"
   c.data.num_segments = 750       # T; paper E.3 / notes §2.1: 750 THUMOS, 50 ANet
   c.data.fps = 25.0               # notes §4: features at 25 fps
   c.data.snippet_frames = 16      # notes §4: 16-frame snippets

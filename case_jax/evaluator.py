@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from case_jax import data as data_lib
+from case_jax import errors
 from case_jax.data import ground_truth
 from case_jax import (datasets, detection_set, evaluation, fileio, inference,
                       outputs)
@@ -82,19 +83,25 @@ class Evaluator:
   def from_config(cls, cfg, root: str, classes, *, stream=None,
                   required: bool = True) -> Optional["Evaluator"]:
     """Opens ``root``'s test split and ground truth.  ``required=False``:
-    None, with a note, when there is no usable test split (training goes
-    on without evaluation)."""
+    None, with a note, only when the dataset has no test split at all
+    (``data.NoSplit``: training goes on without evaluation); a test split
+    that exists but is broken is refused (``LayoutError``), never skipped."""
     stream = stream or sys.stdout
     try:
       test_set = datasets.open_split(cfg, root, "test", classes=classes,
                                      stream=stream)
-      gt = load_test_ground_truth(root, cfg)
-    except (FileNotFoundError, data_lib.LayoutError) as e:
+    except data_lib.NoSplit as e:
       if required:
         raise
-      stream.write(f"No usable test split in {root} ({e}): training without "
+      stream.write(f"No test split in {root} ({e}): training without "
                    "evaluation.\n")
       return None
+    try:
+      gt = load_test_ground_truth(root, cfg)
+    except errors.UserError:
+      raise
+    except FileNotFoundError as e:
+      raise errors.MissingFile(str(e)) from None
     return cls(cfg, test_set, gt)
 
   def run(self, model, state) -> dict:

@@ -214,7 +214,9 @@ def test_inconsistent_feature_dims(tmp_path):
   videos = small_videos()
   videos["b"]["dim_rgb"] = 5
   write_layout(tmp_path, videos)
-  with pytest.raises(LayoutError, match="feature dims differ"):
+  # The odd video (the minority width) is named, with its file.
+  with pytest.raises(LayoutError, match=r"rgb.b\.npy: feature dim 5, "
+                     r"expected 4 .*odd videos: b;"):
     BasnetDataset(tmp_path, "train")
 
 
@@ -237,7 +239,8 @@ def test_unknown_label(tmp_path):
   videos = small_videos()
   videos["b"]["anns"] = [(1.0, 2.0, "Ambiguous")]
   write_layout(tmp_path, videos)
-  with pytest.raises(LayoutError, match="labels Ambiguous are not in"):
+  with pytest.raises(LayoutError, match=r"gt\.json: label 'Ambiguous' of video b "
+                     r"is not in the class list .*fix the label"):
     BasnetDataset(tmp_path, "train", classes=("Jump", "Run"))
 
 

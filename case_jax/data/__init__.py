@@ -44,6 +44,15 @@ Writing any layout from one description (``writers``)::
 
   write_layout(layout, root, [VideoSpec, ...]);  videos_from_dataset(ds, split)
 
+Class lists (``classes``; config data.classes: names, a file, or empty =
+the dataset's rule) and the record of verified feature files
+(``verified``)::
+
+  config_classes(spec, dataset, root) -> (C,) names or None (derive)
+  read_class_file(path) -> (C,) names        # one class per line
+  VerifiedFiles(root)  # .case_jax_verified.json in root, else ~/.cache
+  NoSplit: the dataset has no such split (a MissingFile and a LayoutError)
+
 Background prefetch of batches (``prefetch``)::
 
   Prefetcher(fn, steps, depth=2)  # iterates fn(step) computed ahead
@@ -65,6 +74,7 @@ Synthetic test/demo data in the same layout (``synthetic``)::
   python -m case_jax.data.synthetic --root DIR [--seed N ...]
 """
 from case_jax.data.acmnet_layout import AcmnetDataset
+from case_jax.data.classes import config_classes, read_class_file
 from case_jax.data.batching import (TrainBatcher, epoch_order, eval_batches,
                                     steps_per_epoch, train_batch)
 from case_jax.data.generic import SourceDataset, VideoSource
@@ -73,10 +83,11 @@ from case_jax.data.gt_json import read_gt, read_split
 from case_jax.data.layouts import LAYOUTS, open_dataset
 from case_jax.data.prefetch import Prefetcher
 from case_jax.data.records import (FEATURE_FPS, SNIPPET_FRAMES, GtVideo,
-                                   LayoutError, LayoutWarning, Segment,
-                                   VideoDataset, VideoRecord)
+                                   LayoutError, LayoutWarning, NoSplit,
+                                   Segment, VideoDataset, VideoRecord)
 from case_jax.data.sampling import sample_test_indices, sample_train_indices
 from case_jax.data.thumos_layout import THUMOS14_CLASSES, BasnetDataset
+from case_jax.data.verified import VerifiedFiles
 from case_jax.data.writers import (VideoSpec, videos_from_dataset,
                                    write_layout)
 from case_jax.data.wtalc_layout import WtalcDataset
@@ -93,7 +104,8 @@ def __getattr__(name):
 
 __all__ = [
     "AcmnetDataset", "BasnetDataset", "FEATURE_FPS", "GroundTruth", "GtVideo",
-    "LAYOUTS", "LayoutError", "LayoutWarning", "Prefetcher", "SNIPPET_FRAMES",
+    "LAYOUTS", "LayoutError", "LayoutWarning", "NoSplit", "Prefetcher",
+    "SNIPPET_FRAMES", "VerifiedFiles", "config_classes", "read_class_file",
     "Segment", "SourceDataset", "THUMOS14_CLASSES", "TrainBatcher",
     "VideoDataset", "VideoRecord", "VideoSource", "VideoSpec", "WtalcDataset",
     "epoch_order", "eval_batches", "load_ground_truth", "open_dataset",

@@ -82,9 +82,10 @@ def _npy_source(vid: str, gt: GtVideo, path: str) -> VideoSource:
                         "remove the id from the split file")
     try:
       arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as e:
-      raise LayoutError(f"{path}: not a plain .npy array ({e}); expected "
-                        "(n, 2D) float features") from None
+    except (ValueError, EOFError, OSError) as e:
+      raise LayoutError(f"{path}: cannot read it as a .npy array ({e}); the "
+                        "file is truncated or damaged: copy or re-extract "
+                        "it again") from None
     if arr.ndim != 2 or arr.shape[1] % 2 or arr.dtype.kind not in "fiu":
       raise LayoutError(f"{path}: video '{vid}' has {arr.dtype} features of "
                         f"shape {arr.shape}; expected (n, 2D) numbers, rgb "
@@ -98,7 +99,8 @@ def _npy_source(vid: str, gt: GtVideo, path: str) -> VideoSource:
     d = arr.shape[1] // 2
     return arr[:, :d], arr[:, d:]
 
-  return VideoSource(video_id=vid, gt=gt, file=path, probe=probe, load=load)
+  return VideoSource(video_id=vid, gt=gt, file=path, probe=probe, load=load,
+                     paths=(path,))
 
 
 class AcmnetDataset(SourceDataset):
@@ -107,7 +109,7 @@ class AcmnetDataset(SourceDataset):
   Args:
     root: dataset root.
     split: "train" or "test" (split_<split>.txt).
-    classes: class order; None = sorted labels of gt.json.
+    classes: class order; None = sorted labels of this split's videos.
     feature_dim: expected D per stream (1024); None = inferred.
     eager: read and check every video's features now.
     on_error: "raise" or "skip" (``generic.SourceDataset``).
@@ -115,6 +117,8 @@ class AcmnetDataset(SourceDataset):
     subsets: gt.json subsets of this split; None = ``gt_subsets``.
     fps, snippet_frames: the features' time base (config data.fps /
       data.snippet_frames), carried by every record.
+    check_values, verified: read every video now, remembering verified
+      files (``generic.SourceDataset``).
   """
 
   def __init__(self, root: str | os.PathLike, split: str, *,
@@ -122,7 +126,8 @@ class AcmnetDataset(SourceDataset):
                feature_dim: Optional[int] = None, eager: bool = False,
                on_error: str = "raise", feature_dir: Optional[str] = None,
                subsets: Optional[Sequence[str]] = None,
-               fps: float = FEATURE_FPS, snippet_frames: int = SNIPPET_FRAMES):
+               fps: float = FEATURE_FPS, snippet_frames: int = SNIPPET_FRAMES,
+               check_values: bool = False, verified=None):
     if split not in SPLITS:
       raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     self.root, self.split = os.fspath(root), split
@@ -132,12 +137,15 @@ class AcmnetDataset(SourceDataset):
       raise LayoutError(f"{split_file}: no video ids; list one id per line")
     gt = _match_prefix(ids, read_gt(gt_file), gt_file)
     wanted = tuple(subsets or gt_subsets(gt)[split])
-    check_split_vs_gt(ids, gt, wanted, split_file, gt_file)
+    rejected = check_split_vs_gt(ids, gt, wanted, split_file, gt_file,
+                                 skip=on_error == "skip")
+    ids = [v for v in ids if v in gt]
     self.feature_dir = feature_dir or find_feature_dir(root, split)
     sources = [_npy_source(v, gt[v], os.path.join(self.feature_dir, v + ".npy"))
                for v in ids]
     super().__init__(sources,
-                     classes_from_gt(gt) if classes is None else classes,
+                     classes_from_gt(gt, ids) if classes is None else classes,
                      feature_dim=feature_dim, eager=eager, on_error=on_error,
                      origin=f"{self.root} (acmnet, {split})", fps=fps,
-                     snippet_frames=snippet_frames)
+                     snippet_frames=snippet_frames, check_values=check_values,
+                     verified=verified, gt_file=gt_file, rejected=rejected)

@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from case_jax.data.records import GtVideo, LayoutError, LayoutWarning, name_some
+from case_jax.data.records import (GtVideo, LayoutError, LayoutWarning,
+                                   NoSplit, name_some)
 
 # gt.json subset names accepted for each split (THUMOS14 convention: the
 # official "validation" videos are the WTAL training set).
@@ -97,10 +98,15 @@ def read_gt(path: str | os.PathLike) -> dict[str, GtVideo]:
                       "ActivityNet-style gt.json with {\"database\": "
                       "{video_id: {\"subset\", \"annotations\"}}}")
   try:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
       data = json.load(f)
   except json.JSONDecodeError as e:
-    raise LayoutError(f"{path}: not valid JSON ({e})") from None
+    raise LayoutError(f"{path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg} "
+                      f"at line {e.lineno}, column {e.colno}; fix the file "
+                      "there (or restore it from the release)") from None
+  except UnicodeDecodeError as e:
+    raise LayoutError(f"{path}: not UTF-8 text (byte {e.start}); restore the "
+                      "annotation file from the release") from None
   return parse_gt(data, path)
 
 
@@ -108,8 +114,10 @@ def read_split(path: str | os.PathLike) -> tuple[str, ...]:
   """Video ids of a split file, one per line (blank lines ignored)."""
   path = os.fspath(path)
   if not os.path.isfile(path):
-    raise LayoutError(f"{path}: split file not found; expected one video id "
-                      "per line")
+    # NoSplit: a dataset without this split (e.g. no test split) is usable
+    # for training; any other problem of a split is a LayoutError.
+    raise NoSplit(f"{path}: split file not found; expected one video id "
+                  "per line")
   with open(path) as f:
     ids = tuple(line.strip() for line in f if line.strip())
   seen, dups = set(), []
@@ -123,24 +131,33 @@ def read_split(path: str | os.PathLike) -> tuple[str, ...]:
   return ids
 
 
-def classes_from_gt(gt: Mapping[str, GtVideo]) -> tuple[str, ...]:
-  """Sorted labels used anywhere in gt.json (all subsets).
+def classes_from_gt(gt: Mapping[str, GtVideo],
+                    ids: Optional[Sequence[str]] = None) -> tuple[str, ...]:
+  """Sorted labels of the videos ``ids`` (None: all of gt.json).
 
-  For THUMOS14 this is exactly ``thumos_layout.THUMOS14_CLASSES``, the
-  released order.
+  The rule for a dataset without a fixed class list is the labels of its
+  training split (``ids`` = the training videos).  For THUMOS14 either
+  gives exactly ``thumos_layout.THUMOS14_CLASSES``, the released order.
   """
-  return tuple(sorted({a[2] for v in gt.values() for a in v.annotations}))
+  videos = gt.values() if ids is None else (gt[v] for v in ids if v in gt)
+  return tuple(sorted({a[2] for v in videos for a in v.annotations}))
 
 
 def check_split_vs_gt(ids: Sequence[str], gt: Mapping[str, GtVideo],
                       subsets: Sequence[str], split_file: str,
-                      gt_file: str) -> None:
-  """Errors on ids missing from gt.json; warns on subset disagreements."""
+                      gt_file: str, *, skip: bool = False
+                      ) -> tuple[tuple[str, str], ...]:
+  """Errors on ids missing from gt.json (with ``skip``: returns them as
+  ((video_id, reason), ...)); warns on subset disagreements."""
   missing = [v for v in ids if v not in gt]
-  if missing:
+  fix = (f"add their annotations to {gt_file} or remove the lines from "
+         f"{split_file}")
+  if missing and not skip:
     raise LayoutError(f"{split_file}: videos {name_some(missing)} are not in "
-                      f"{gt_file}; add their annotations or remove them from "
-                      "the split file")
+                      f"{gt_file}; {fix}")
+  rejected = tuple((v, f"{split_file}: video '{v}' is not in {gt_file}; "
+                    f"{fix}") for v in missing)
+  ids = [v for v in ids if v in gt]
   wrong = [v for v in ids if gt[v].subset not in subsets]
   if wrong:
     warnings.warn(f"{split_file}: videos {name_some(wrong)} have a gt.json "
@@ -156,3 +173,4 @@ def check_split_vs_gt(ids: Sequence[str], gt: Mapping[str, GtVideo],
                   f"{list(subsets)} but are not in {split_file}; for the test "
                   "split an evaluator reading gt.json counts their instances "
                   "as misses", LayoutWarning, stacklevel=3)
+  return rejected

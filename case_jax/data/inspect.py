@@ -1,15 +1,23 @@
 """Statistics and consistency report of a dataset root, in any layout.
 
   python -m case_jax.data.inspect --root DIR --layout basnet|wtalc|acmnet \
-      [--splits train test] [--feature_dim 1024] [--check_values] [--json]
+      [--splits train test] [--feature_dim 1024] [--check_values] \
+      [--classes FILE] [--json]
+  python -m case_jax.main --config=configs/X.py --mode=inspect  # the config's
+                      # data.root, layout and classes; values always checked
 
 Per split: videos, classes, instances, multi-label videos, foreground
 fraction (snippets whose centre lies in an annotated segment, as in
 ``snippet_fg_mask``), snippet-length distribution, and every inconsistency
 found on load (the LayoutWarnings, the videos skipped, or the LayoutError
 that stops a split from opening).  Annotations and lengths come from the
-file headers; ``--check_values`` also reads every feature for NaN/inf.
-Exit status 1 when a split cannot be opened or has skipped videos.
+file headers; ``--check_values`` also reads every feature for NaN/inf and
+truncated files (files verified before are not read again, ``verified``).
+The test split is read in the training split's class list, so a test label
+the training split lacks is a bad video, as in training.
+Exit status 1 when a split cannot be opened or has bad videos; a dataset
+without a test split at all is only noted (training runs without
+evaluation).
 """
 from __future__ import annotations
 
@@ -21,8 +29,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from case_jax.data import verified as verified_lib
+from case_jax.data.classes import config_classes, read_class_file
 from case_jax.data.layouts import LAYOUTS, open_dataset
-from case_jax.data.records import LayoutError, LayoutWarning
+from case_jax.data.records import LayoutError, LayoutWarning, NoSplit
+from case_jax.errors import ConfigError, run_reporting, wants_verbose
+
+SPLITS = ("train", "test")
 
 
 def _annotations(ds, i: int):
@@ -70,14 +83,27 @@ def split_stats(ds) -> dict:
 
 def inspect_split(root: str, split: str, layout: str, *,
                   feature_dim: Optional[int] = None,
-                  check_values: bool = False) -> dict:
-  """Opens a split with on_error="skip" and reports stats and problems."""
+                  check_values: bool = False, classes=None,
+                  verified=None) -> dict:
+  """Opens a split with on_error="skip" and reports stats and problems.
+
+  classes: the class list (None: the split's own labels); verified: a
+  ``verified.VerifiedFiles`` record for the value pass.
+  Returns the report; "absent" instead of statistics when the dataset has
+  no such split, "error" when it cannot be opened.
+  """
   report = {"split": split, "issues": [], "skipped": []}
-  options = {"feature_dim": feature_dim, "eager": check_values}
+  options = {"feature_dim": feature_dim, "check_values": check_values,
+             "verified": verified}
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always", LayoutWarning)
     try:
-      ds = open_dataset(root, split, layout, on_error="skip", **options)
+      ds = open_dataset(root, split, layout, classes, on_error="skip",
+                        **options)
+    except NoSplit as e:
+      # Only the test split may be absent (training without evaluation).
+      report["absent" if split == "test" else "error"] = str(e)
+      return report
     except LayoutError as e:
       report["error"] = str(e)
       return report
@@ -95,6 +121,11 @@ def format_report(root: str, layout: str, reports: Sequence[dict]) -> str:
     lines.append(f"\n[{r['split']}]")
     if "error" in r:
       lines.append(f"  cannot open: {r['error']}")
+      continue
+    if "absent" in r:
+      lines.append(f"  no such split ({r['absent']})"
+                   + ("; training runs without evaluation"
+                      if r["split"] == "test" else ""))
       continue
     s = r["snippets"]
     lines += [
@@ -119,14 +150,47 @@ def format_report(root: str, layout: str, reports: Sequence[dict]) -> str:
   return "\n".join(lines)
 
 
+def inspect_root(root: str, layout: str, splits: Sequence[str] = SPLITS, *,
+                 feature_dim: Optional[int] = None, check_values: bool = False,
+                 classes=None, verified=None, as_json: bool = False) -> int:
+  """Prints the report of ``splits`` and returns the exit status (1 when a
+  split cannot be opened or has bad videos).  The test split is read in the
+  training split's class list when ``classes`` is None."""
+  reports, found = [], classes
+  for split in splits:
+    r = inspect_split(root, split, layout, feature_dim=feature_dim,
+                      check_values=check_values, classes=found,
+                      verified=verified)
+    if classes is None and split == "train" and "class_names" in r:
+      found = tuple(r["class_names"])
+    reports.append(r)
+  if as_json:
+    print(json.dumps({"root": root, "layout": layout, "splits": reports},
+                     indent=1))
+  else:
+    print(format_report(root, layout, reports))
+  bad = any("error" in r or r["skipped"] for r in reports)
+  return 1 if bad else 0
+
+
 def inspect_config(config) -> int:
-  """The report of an ml_collections config's dataset (config.data.root,
-  config.data.layout, default "basnet"); prints it and returns the exit
-  status.  For ``python -m case_jax.main --mode=inspect``."""
+  """The report of an ml_collections config's dataset: data.root,
+  data.layout (default "basnet"), the class list data.classes names (see
+  ``classes``) and every feature value read (remembered as
+  data.verified_cache says); prints it and returns the exit status.  For
+  ``python -m case_jax.main --mode=inspect``."""
   data = config.data
-  layout = data.get("layout", "basnet") if hasattr(data, "get") else "basnet"
-  argv = ["--root", str(data.root), "--layout", str(layout)]
-  return main(argv)
+  root = data.get("root")
+  if not root:
+    raise ConfigError("--mode=inspect reads data.root: pass "
+                      "--config.data.root=/path/to/the/dataset")
+  root = str(root)
+  classes = config_classes(data.get("classes"), data.get("dataset", ""), root)
+  return inspect_root(
+      root, str(data.get("layout", "basnet")), classes=classes,
+      check_values=True,
+      verified=verified_lib.from_setting(data.get("verified_cache", "auto"),
+                                         root))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -137,21 +201,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--splits", nargs="+", default=["train", "test"])
   parser.add_argument("--feature_dim", type=int, default=None)
   parser.add_argument("--check_values", action="store_true",
-                      help="read every feature file (NaN/inf check)")
+                      help="read every feature file (NaN/inf, truncated)")
+  parser.add_argument("--classes", default=None,
+                      help="class-list file, one class per line (default: "
+                      "the training split's labels)")
   parser.add_argument("--json", action="store_true", help="print JSON")
   args = parser.parse_args(argv)
-  reports = [inspect_split(args.root, s, args.layout,
-                           feature_dim=args.feature_dim,
-                           check_values=args.check_values)
-             for s in args.splits]
-  if args.json:
-    print(json.dumps({"root": args.root, "layout": args.layout,
-                      "splits": reports}, indent=1))
-  else:
-    print(format_report(args.root, args.layout, reports))
-  bad = any("error" in r or r["skipped"] for r in reports)
-  return 1 if bad else 0
+  classes = read_class_file(args.classes) if args.classes else None
+  return inspect_root(args.root, args.layout, args.splits,
+                      feature_dim=args.feature_dim,
+                      check_values=args.check_values, classes=classes,
+                      verified=verified_lib.VerifiedFiles(args.root)
+                      if args.check_values else None, as_json=args.json)
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(run_reporting(main, prog="python -m case_jax.data.inspect",
+                         verbose=wants_verbose(None)))

@@ -14,7 +14,7 @@ from typing import (Iterator, NamedTuple, Optional, Protocol, Sequence,
 
 import numpy as np
 
-from case_jax.errors import UserError
+from case_jax.errors import MissingFile, UserError
 
 FEATURE_FPS = 25.0
 SNIPPET_FRAMES = 16
@@ -23,6 +23,12 @@ MAX_NAMED = 10   # ids named in one message before "and N more"
 
 class LayoutError(UserError, ValueError):
   """A dataset root does not follow the expected layout or holds bad data."""
+
+
+class NoSplit(LayoutError, MissingFile):
+  """The dataset has no such split at all (e.g. no split_test.txt, no video
+  of the test subset): training goes on without evaluation, whereas a
+  split that exists but is broken is a ``LayoutError``."""
 
 
 class LayoutWarning(UserWarning):

@@ -84,13 +84,17 @@ class _WTALBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                                           disable_shuffling=True)
 
   def _split_generators(self, dl_manager):
-    root = dl_manager.manual_dir
-    return {split: self._generate_examples(os.fspath(root), split)
+    root = os.fspath(dl_manager.manual_dir)
+    # Both splits in one class list: the builder's, else the training
+    # split's labels (the rule of case_jax.data.classes).
+    classes = self.CLASSES or open_dataset(
+        root, "train", self.builder_config.layout).classes
+    return {split: self._generate_examples(root, split, classes)
             for split in ("train", "test")}
 
-  def _generate_examples(self, root: str, split: str):
+  def _generate_examples(self, root: str, split: str, classes):
     ds = open_dataset(root, split, self.builder_config.layout,
-                      classes=self.CLASSES)
+                      classes=classes)
     self._save_classes(ds.classes)
     for i in range(len(ds)):
       r = ds[i]

@@ -12,7 +12,8 @@ THUMOS14 copies' differences are described there).  One ``VideoRecord`` per
 video; a ``BasnetDataset`` is one split, checked on construction (files
 present, rgb/flow snippet counts equal, feature dims consistent, class labels
 known, split file vs gt.json).  Feature values are checked for NaN/inf
-whenever they are read (at construction when eager).
+and truncated files whenever they are read (at construction when eager or
+check_values).
 
 ``on_error="raise"`` refuses the root naming every bad video of each kind of
 problem (missing files, rgb/flow lengths, dims, labels); ``on_error="skip"``
@@ -20,12 +21,14 @@ leaves bad videos out and reports them (``generic.SourceDataset``).
 """
 from __future__ import annotations
 
+import collections
 import os
 from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from case_jax.data.generic import ON_ERROR, Shapes, SourceDataset, VideoSource
+from case_jax.data.generic import (ON_ERROR, Shapes, SourceDataset,
+                                   VideoSource, unknown_label_message)
 from case_jax.data.gt_json import (DEFAULT_GT_SUBSETS, check_split_vs_gt,
                                    classes_from_gt, read_gt, read_split)
 from case_jax.data.records import (FEATURE_FPS, SNIPPET_FRAMES, GtVideo,
@@ -71,9 +74,11 @@ def feature_shape(path: str, split: str) -> tuple[int, int]:
     raise LayoutError(f"{path}: feature file not found; {_layout_hint(split)}")
   try:
     arr = np.load(path, mmap_mode="r", allow_pickle=False)
-  except ValueError as e:
-    raise LayoutError(f"{path}: not a plain .npy array ({e}); "
-                      f"{_layout_hint(split)}") from None
+  except (ValueError, EOFError, OSError) as e:
+    # A truncated file fails here already (its header promises more bytes).
+    raise LayoutError(f"{path}: cannot read it as a .npy array ({e}); the "
+                      "file is truncated or damaged: copy or re-extract it "
+                      f"again ({_layout_hint(split)})") from None
   if arr.ndim != 2 or arr.shape[0] < 1:
     raise LayoutError(f"{path}: shape {arr.shape}; {_layout_hint(split)} "
                       "with n_snippets >= 1")
@@ -84,15 +89,14 @@ def feature_shape(path: str, split: str) -> tuple[int, int]:
 
 
 def load_features(path: str) -> np.ndarray:
-  """(n, D) float32, read-only; raises on NaN/inf."""
-  arr = np.load(path, allow_pickle=False).astype(np.float32, copy=False)
-  if not np.all(np.isfinite(arr)):
-    rows = np.unique(np.nonzero(~np.isfinite(arr))[0])
-    raise LayoutError(f"{path}: NaN or inf in snippets "
-                      f"{name_some([str(r) for r in rows])}; regenerate the "
-                      "features of this video")
-  arr.setflags(write=False)
-  return arr
+  """(n, D) as stored; ``generic.SourceDataset`` converts it to float32 and
+  checks the values (NaN/inf) once, naming the video, stream and file."""
+  try:
+    return np.load(path, allow_pickle=False)
+  except (ValueError, EOFError, OSError) as e:
+    raise LayoutError(f"{path}: cannot read it as a .npy array ({e}); the "
+                      "file is truncated or damaged: copy or re-extract it "
+                      "again") from None
 
 
 # ---------------------------------------------------------------------------
@@ -101,32 +105,32 @@ def load_features(path: str) -> np.ndarray:
 def _check_labels(gt: Mapping[str, GtVideo], ids: Iterable[str],
                   classes: Sequence[str], gt_file: str) -> None:
   known = set(classes)
-  unknown = sorted({a[2] for v in ids for a in gt[v].annotations} - known)
-  if unknown:
-    raise LayoutError(f"{gt_file}: labels {name_some(unknown)} are not in the "
-                      f"class list ({len(classes)} classes: "
-                      f"{name_some(list(classes))}); pass classes=None to "
-                      "take them from gt.json or fix the labels")
+  bad = {v: sorted({a[2] for a in gt[v].annotations} - known) for v in ids}
+  bad = {v: labels for v, labels in bad.items() if labels}
+  if bad:
+    labels = sorted({x for v in bad.values() for x in v})
+    raise LayoutError(unknown_label_message(labels, list(bad), gt_file,
+                                            classes))
 
 
 def _check_dims(dims: Mapping[str, Mapping[str, int]], expected: Optional[int],
                 root: str, split: str) -> None:
   """dims: {stream: {video_id: D}}; raises unless each stream has one D."""
   for stream, per_video in dims.items():
-    values = sorted(set(per_video.values()))
-    want = expected if expected is not None else (
-        values[0] if len(values) == 1 else None)
-    if want is None:
-      counts = {d: sum(1 for x in per_video.values() if x == d) for d in values}
-      raise LayoutError(f"{os.path.join(root, 'features', split, stream)}: "
-                        f"feature dims differ between videos ({counts} "
-                        "videos per dim); all videos of a stream must share D")
+    counts = collections.Counter(per_video.values())
+    # Without an expected D, the width most videos have is the right one and
+    # the others are named (the odd video is the one to fix).
+    want = expected if expected is not None else counts.most_common(1)[0][0]
     bad = [v for v, d in per_video.items() if d != want]
     if bad:
       example = feature_path(root, split, stream, bad[0])
-      raise LayoutError(f"{example}: feature dim {per_video[bad[0]]}, expected "
-                        f"{want} (videos {name_some(bad)}); pass the right "
-                        "feature_dim or regenerate these files")
+      why, fix = (("the given feature_dim", "pass the right feature_dim or "
+                   "regenerate these files") if expected is not None else
+                  (f"the width of {counts[want]} of {len(per_video)} videos",
+                   "regenerate these files with the others' extractor"))
+      raise LayoutError(f"{example}: feature dim {per_video[bad[0]]}, "
+                        f"expected {want} ({stream} stream: {why}); odd "
+                        f"videos: {name_some(bad)}; {fix}")
 
 
 def _scan_features(root: str, split: str, ids: Sequence[str],
@@ -167,7 +171,8 @@ def _basnet_source(root: str, split: str, vid: str, gt: GtVideo,
       video_id=vid, gt=gt, file=" and ".join(paths),
       probe=((lambda: shapes) if shapes is not None else
              (lambda: tuple(feature_shape(p, split) for p in paths))),
-      load=lambda: tuple(load_features(p) for p in paths))
+      load=lambda: tuple(load_features(p) for p in paths),
+      paths=tuple(paths))
 
 
 # ---------------------------------------------------------------------------
@@ -179,8 +184,9 @@ class BasnetDataset(SourceDataset):
   Args:
     root: dataset root.
     split: "train" or "test" (selects split_<split>.txt and features/<split>).
-    classes: class names in label order; None = sorted labels of gt.json
-      (for THUMOS14: ``THUMOS14_CLASSES``).
+    classes: class names in label order; None = sorted labels of this
+      split's videos (the rule for the training split; the test split is
+      opened with the training split's list, see ``classes``).
     feature_dim: expected D of both streams (1024 for real I3D); None = infer,
       requiring every video of a stream to agree.
     eager: load and check all features now (else on each ``__getitem__``).
@@ -190,14 +196,17 @@ class BasnetDataset(SourceDataset):
       ``gt_json.DEFAULT_GT_SUBSETS[split]``.
     fps, snippet_frames: the features' time base (config data.fps /
       data.snippet_frames), carried by every record.
+    check_values, verified: read every video now, remembering verified
+      files (``generic.SourceDataset``).
 
   Attributes: root, split and those of ``SourceDataset`` (video_ids (N,)
   in split-file order, lengths (N,) int64, classes (C,), rgb_dim, flow_dim,
   skipped, gt).
   Raises:
-    LayoutError on a missing file, rgb/flow length mismatch, wrong dim,
-    unknown label (on_error="raise"); split ids absent from gt.json;
-    NaN/inf (when loaded).
+    NoSplit when split_<split>.txt does not exist (no such split);
+    LayoutError on a missing or truncated file, rgb/flow length mismatch,
+    wrong dim, unknown label, split ids absent from gt.json, NaN/inf
+    (on_error="raise"; with "skip" those videos are left out and listed).
   Warns:
     LayoutWarning when the split file and gt.json subsets disagree.
   """
@@ -207,7 +216,8 @@ class BasnetDataset(SourceDataset):
                feature_dim: Optional[int] = None, eager: bool = False,
                on_error: str = "raise",
                gt_subsets: Optional[Sequence[str]] = None,
-               fps: float = FEATURE_FPS, snippet_frames: int = SNIPPET_FRAMES):
+               fps: float = FEATURE_FPS, snippet_frames: int = SNIPPET_FRAMES,
+               check_values: bool = False, verified=None):
     if split not in SPLITS:
       raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if on_error not in ON_ERROR:
@@ -217,9 +227,11 @@ class BasnetDataset(SourceDataset):
     gt, ids = read_gt(gt_file), read_split(split_file)
     if not ids:
       raise LayoutError(f"{split_file}: no video ids; list one id per line")
-    check_split_vs_gt(ids, gt, tuple(gt_subsets or DEFAULT_GT_SUBSETS[split]),
-                      split_file, gt_file)
-    classes = classes_from_gt(gt) if classes is None else tuple(classes)
+    rejected = check_split_vs_gt(
+        ids, gt, tuple(gt_subsets or DEFAULT_GT_SUBSETS[split]), split_file,
+        gt_file, skip=on_error == "skip")
+    ids = [v for v in ids if v in gt]
+    classes = classes_from_gt(gt, ids) if classes is None else tuple(classes)
     shapes = {}
     if on_error == "raise":
       # The layout's own whole-split messages, before the per-video checks
@@ -231,4 +243,5 @@ class BasnetDataset(SourceDataset):
          for v in ids],
         classes, feature_dim=feature_dim, eager=eager, on_error=on_error,
         origin=f"{self.root} (basnet, {split})", fps=fps,
-        snippet_frames=snippet_frames)
+        snippet_frames=snippet_frames, check_values=check_values,
+        verified=verified, gt_file=gt_file, rejected=rejected)

@@ -19,7 +19,7 @@ import numpy as np
 
 from case_jax.data.generic import SourceDataset, VideoSource
 from case_jax.data.records import (FEATURE_FPS, SNIPPET_FRAMES, LayoutError,
-                                   LayoutWarning, name_some)
+                                   LayoutWarning, NoSplit, name_some)
 from case_jax.data.wtalc_files import (AMBIGUOUS_FILE, JOINT_FEATURE_FILES,
                                        JOINT_SUFFIX, layout_hint,
                                        read_ambiguous, read_annotations,
@@ -94,7 +94,8 @@ class WtalcDataset(SourceDataset):
                feature_dim: Optional[int] = None, eager: bool = True,
                on_error: str = "raise", name: Optional[str] = None,
                subsets: Optional[Sequence[str]] = None,
-               fps: float = FEATURE_FPS, snippet_frames: int = SNIPPET_FRAMES):
+               fps: float = FEATURE_FPS, snippet_frames: int = SNIPPET_FRAMES,
+               check_values: bool = False, verified=None):
     if split not in SPLITS:
       raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     self.root, self.split = os.fspath(root), split
@@ -119,7 +120,9 @@ class WtalcDataset(SourceDataset):
     wanted = tuple(subsets or split_subsets(ann["subset"])[split])
     index = [i for i, s in enumerate(ann["subset"]) if s in wanted]
     if not index:
-      raise LayoutError(f"{ann_dir}/subset.npy: no video has subset "
+      # NoSplit: the release has no such split (training goes on without
+      # evaluation when it is the test split).
+      raise NoSplit(f"{ann_dir}/subset.npy: no video has subset "
                         f"{list(wanted)} (found {sorted(set(ann['subset']))}); "
                         "pass subsets= for this release")
     self.ambiguous = read_ambiguous(os.path.join(ann_dir, AMBIGUOUS_FILE))
@@ -136,4 +139,5 @@ class WtalcDataset(SourceDataset):
     super().__init__(sources, ann["classlist"] if classes is None else classes,
                      feature_dim=feature_dim, eager=eager, on_error=on_error,
                      origin=f"{self.root} ({self.name}, {split})", fps=fps,
-                     snippet_frames=snippet_frames)
+                     snippet_frames=snippet_frames, check_values=check_values,
+                     verified=verified, gt_file=ann_dir)
