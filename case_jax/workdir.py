@@ -70,6 +70,14 @@ def trained_diff(directory: str, cfg) -> list:
   return [] if saved is None else trained_keys_diff(saved, cfg)
 
 
+def eval_diff(directory: str, cfg) -> list:
+  """Differences in how the model in ``directory`` was evaluated."""
+  saved = saved_config(directory)
+  if saved is None:
+    return []
+  return [d for d in defaults.config_diff(saved, cfg) if d[0].startswith(EVAL_PREFIXES)]
+
+
 def describe_diff(diff: list, limit: int = 6) -> str:
   shown = ", ".join(f"{k}: trained {a!r}, given {b!r}" for k, a, b in diff[:limit])
   return shown + (", ..." if len(diff) > limit else "")
