@@ -21,11 +21,12 @@ import os
 import time
 from typing import Optional
 
+import jax
 import ml_collections
 
 from case_jax import errors
 from case_jax import checkpoint as ckpt_lib
-from case_jax import defaults, fileio, tracking
+from case_jax import defaults, distributed, fileio, tracking
 
 # Keys that only say how a run is carried out, not what it trains.
 RUN_KEYS = ("seed", "seeds", "seeds_mode", "data.root", "num_steps", "eval_every",
@@ -231,6 +232,8 @@ class RunFiles:
     check_trained_config(self.dir, self.cfg)
     state, meta = self.manager.restore_latest(template)
     step = int(state.step)
+    if jax.process_count() > 1:  # every process checked the old config.json
+      distributed.barrier()
     record_config(self.cfg, self.dir, step, history=self.primary)
     path = os.path.join(self.dir, "metrics.jsonl")
     if self.primary:
