@@ -5,8 +5,12 @@ and a JSON side record (the data position).  Orbax commits a step directory
 only once it is complete (it writes ``<step>.orbax-checkpoint-tmp-*`` and
 renames it), so a crash mid-save leaves the previous checkpoint as the
 latest; ``restore_latest`` then resumes from it.  A committed checkpoint that
-fails to restore (damaged files) is skipped with a warning and the next older
-one is used.
+fails to restore (damaged files) is skipped and, once an older one restored
+with the same template, moved aside to ``<step>.damaged-<time>`` (outside
+Orbax's listing) with a warning naming it, so the rerun trains and saves that
+step again.  A checkpoint whose arrays have other shapes than the template
+(another model config) is not damaged: ``IncompatibleCheckpoint``, before
+any restore is tried.
 
 Preemption (TPU preemption, SLURM requeue, Ctrl-C): ``PreemptionGuard``
 turns the first SIGTERM/SIGINT into a flag that the train loop checks at each
@@ -24,13 +28,16 @@ import os
 import shutil
 import signal
 import threading
+import time
 import warnings
 from typing import Any, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
-from case_jax import distributed
+from case_jax import distributed, errors
 
 PREEMPTED_EXIT_CODE = 75  # os.EX_TEMPFAIL
 
@@ -101,6 +108,22 @@ class PreemptionGuard:
     if jax.process_count() == 1:
       return self.requested
     return distributed.any_process(self.requested)
+
+
+class IncompatibleCheckpoint(errors.ConfigError):
+  """The checkpoint holds arrays of other shapes than the config builds."""
+
+
+def _leaf_name(path) -> str:
+  """A template leaf's dotted name as Orbax records it ("params.rgb.x.kernel",
+  "opt_state.1.0.mu...")."""
+  parts = []
+  for k in path:
+    for attr in ("name", "key", "idx"):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+  return ".".join(parts)
 
 
 COMMIT_MODES = ("auto", "rename", "commit_file")
@@ -218,18 +241,51 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return out.state, out.meta
 
+  def shape_mismatch(self, step: int, template: Any) -> list:
+    """[(array name, shape in checkpoint ``step``, shape in ``template``)]
+    where they differ; [] when they agree or the metadata is unreadable
+    (a damaged step: the restore then tells)."""
+    try:  # the handler itself: the manager knows the items only after a save
+      tree = ocp.StandardCheckpointHandler().metadata(
+          epath.Path(self.directory) / str(step) / "state").tree
+      saved = {m.name: tuple(m.shape) for m in jax.tree.leaves(tree)}
+    except Exception:  # noqa: BLE001 - damaged metadata is the restore's case
+      return []
+    given = {_leaf_name(p): tuple(np.shape(x)) for p, x in
+             jax.tree_util.tree_flatten_with_path(template)[0]}
+    if set(saved) != set(given):  # other naming: compare the shapes alone
+      if sorted(saved.values()) == sorted(given.values()):
+        return []
+      return [("(arrays)", sorted(saved.values()), sorted(given.values()))]
+    return [(k, saved[k], given[k]) for k in  # the parameters first
+            sorted(saved, key=lambda k: (not k.startswith("params."), k))
+            if saved[k] != given[k]]
+
   def restore_latest(self, template: Any) -> tuple[Any, Optional[dict]]:
     """(latest restorable state, its meta), or (template, None) when there is
-    no checkpoint.  A checkpoint that fails to restore is skipped with a
-    warning (the next older one is tried); if every one fails the newest
-    error is raised -- silently restarting from scratch would be worse."""
+    no checkpoint.  Other array shapes than ``template``'s raise
+    ``IncompatibleCheckpoint``.  A checkpoint that fails to restore is
+    skipped with a warning (the next older one is tried) and, once an older
+    one restored, moved aside (``set_aside``); if every one fails the newest
+    error is raised and nothing is moved -- silently restarting from
+    scratch would be worse."""
     steps = self.all_steps()
-    first_error = None
+    if steps:
+      mismatch = self.shape_mismatch(steps[-1], template)
+      if mismatch:
+        shown = "; ".join(f"{k}: checkpoint {a}, config {b}" for k, a, b in mismatch[:3])
+        raise IncompatibleCheckpoint(
+            f"checkpoint step {steps[-1]} in {self.directory} holds arrays of "
+            f"other shapes than this config builds ({shown}"
+            f"{f'; {len(mismatch) - 3} more' if len(mismatch) > 3 else ''}): it was trained with "
+            "another model config; use that config or another --workdir.")
+    first_error, failed = None, []
     for step in reversed(steps):
       try:
         state, meta = self.restore(step, template)
       except Exception as e:  # damaged files: any reader error
         first_error = first_error or e
+        failed.append(step)
         warnings.warn(f"checkpoint step {step} in {self.directory} could not "
                       f"be restored ({type(e).__name__}: {str(e)[:300]}); "
                       "falling back to the previous checkpoint.", RuntimeWarning)
@@ -237,11 +293,31 @@ class Checkpointer:
       if meta is not None and int(meta.get("step", step)) != step:
         warnings.warn(f"checkpoint step {step}: meta says step {meta.get('step')}",
                       RuntimeWarning)
+      self.set_aside(failed)
       return state, meta
     if first_error is not None:
       raise RuntimeError(f"no checkpoint in {self.directory} could be restored "
                          f"(tried steps {steps[::-1]})") from first_error
     return template, None
+
+  def set_aside(self, steps: list) -> list:
+    """Renames each damaged step directory to ``<step>.damaged-<time>``
+    (kept for inspection, no longer listed), so that step is saved again
+    instead of being skipped as existing.  Returns the new paths."""
+    if not steps or "://" in self.directory:
+      return []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    moved = [os.path.join(self.directory, f"{s}.damaged-{stamp}") for s in steps]
+    if jax.process_index() == 0:
+      for s, dst in zip(steps, moved):
+        os.rename(os.path.join(self.directory, str(s)), dst)
+        warnings.warn(f"checkpoint step {s} could not be restored: moved aside "
+                      f"to {dst}; this run trains and saves step {s} again.",
+                      RuntimeWarning)
+    if jax.process_count() > 1:  # nobody lists the steps before they moved
+      distributed.barrier()
+    self._manager.reload()
+    return moved
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

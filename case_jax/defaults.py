@@ -31,6 +31,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_commit = "auto"    # "auto" | "rename" | "commit_file" (object
                                   # stores, e.g. a gcsfuse-mounted bucket)
   c.parallel = "pmap"             # "pmap" | "shard_map" (same per-device step)
+  # Resuming a workdir with another value of a trained key (anything but the
+  # run keys here, inference.* and eval.*) is refused; this comma-separated
+  # list of keys or sections ("optim.learning_rate,loss") allows it.  Each
+  # change is appended to <workdir>/config_history.jsonl (step, diff, the
+  # earlier config).  Keys that change array shapes (model.embed_dim) cannot
+  # resume a checkpoint either way.
+  c.allow_config_change = ""
   # Several seeds (paper Table 12, mean +- std): "" = one run with ``seed``;
   # "0,1,2" = one run per listed seed into <workdir>/seed_<s>/, then
   # <workdir>/seeds.md/.json (case_jax/seeds.py).  Each seed sets both the

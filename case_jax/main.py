@@ -1,18 +1,22 @@
 """Entry point: python -m case_jax.main --config=configs/<dataset>.py --workdir=DIR
 
 Overrides: --config.num_steps=100 --config.model.num_clusters=32 ...
+--mode=evaluate/predict/plots read the workdir's config.json: --config is
+optional there, and its command-line overrides of inference.*, eval.* and
+run keys apply on top (another trained key is refused).
 Variants:  --config=configs/thumos14.py:paper (the paper's values where it and
            the released code differ), configs/synthetic.py:runlocal (smoke run).
 """
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from case_jax import distributed, errors, runs, train
+from case_jax import distributed, errors, runs, train, workdir
 from case_jax.data import inspect
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Path to a configs/<dataset>.py.",
-                                lock_config=True)
+config_flags.DEFINE_config_file("config", None, "Path to a configs/<dataset>.py "
+                                "(--mode=evaluate/predict/plots: optional, the "
+                                "workdir's config.json is used).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Checkpoints, metrics and outputs go here; "
                     "an existing checkpoint is resumed.")
 flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "inspect",
@@ -29,7 +33,6 @@ flags.DEFINE_enum("projection", "pca", ["pca", "tsne"], "--mode=plots: the 2-D "
                   "map of the snippet embeddings (t-SNE: exact, slower).")
 flags.DEFINE_bool("verbose", False, "Show library INFO logs (Orbax, JAX) and "
                   "the traceback of a user error.")
-flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
@@ -44,20 +47,27 @@ def _main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS.verbose:  # Orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
+  if FLAGS.mode in ("train", "inspect") and FLAGS.config is None:
+    raise app.UsageError(f"--mode={FLAGS.mode} needs --config=configs/<dataset>.py")
   if FLAGS.mode == "inspect":
     raise SystemExit(inspect.inspect_config(FLAGS.config))
   if not FLAGS.workdir:
     raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir")
   if FLAGS.mode == "train":  # cfg.seeds: <workdir>/seed_<s>/ and seeds.md
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  elif FLAGS.mode == "evaluate":
-    runs.evaluate(FLAGS.config, FLAGS.workdir)
+    return
+  if FLAGS.mode == "predict" and not FLAGS.features:
+    raise app.UsageError("--mode=predict needs --features=DIR")
+  overrides = (config_flags.get_override_values(FLAGS["config"])
+               if FLAGS.config is not None else {})
+  cfg = workdir.evaluation_config(workdir.local_workdir(FLAGS.workdir),
+                                  FLAGS.config, overrides)
+  if FLAGS.mode == "evaluate":
+    runs.evaluate(cfg, FLAGS.workdir)
   elif FLAGS.mode == "plots":
-    runs.plots(FLAGS.config, FLAGS.workdir, projection=FLAGS.projection)
+    runs.plots(cfg, FLAGS.workdir, projection=FLAGS.projection)
   else:
-    if not FLAGS.features:
-      raise app.UsageError("--mode=predict needs --features=DIR")
-    runs.predict(FLAGS.config, FLAGS.workdir, FLAGS.features)
+    runs.predict(cfg, FLAGS.workdir, FLAGS.features)
 
 
 if __name__ == "__main__":

@@ -207,12 +207,13 @@ def fit(cfg, runs: Sequence[tuple], *, stacked: bool, train_set=None,
                                         primary=place.primary))
       state = create_train_state(run_cfg, model, tx, rgb_dim=record.rgb.shape[1],
                                  flow_dim=record.flow.shape[1])
-      state, meta = files[-1].manager.restore_latest(state)
+      # The config is checked before the restore, and the logs cut back to
+      # the restored step (workdir.RunFiles.resume).
+      state, meta = files[-1].resume(state)
       if meta is not None:
         who = f"seed {run_cfg.seed}: r" if stacked else "R"
         stream.write(f"{who}esumed from step {int(state.step)} in "
                      f"{files[-1].manager.directory}\n")
-      workdir_lib.write_config(run_cfg, directory)
       states.append(state)
     if len({int(s.step) for s in states}) > 1:
       stream.write("The seeds' checkpoints are at different steps "
@@ -220,7 +221,7 @@ def fit(cfg, runs: Sequence[tuple], *, stacked: bool, train_set=None,
       return None
     return _loop(cfg, files, states, model, train_set, place, evaluator,
                  stacked=stacked, stream=stream)
-  finally:
+  finally:  # also on an error: each run's save in flight is committed first
     for f in files:
       f.close()
 
@@ -355,12 +356,8 @@ def _train_seeds(cfg, workdir: str, *, devices, stream) -> dict:
   cfg.data.root = datasets.shared_data_root(cfg, workdir)
   members = {s: (seeds_lib.seed_config(cfg, s), seeds_lib.seed_dir(workdir, s))
              for s in seeds}
-  for s, (c, d) in members.items():
-    diff = workdir_lib.trained_diff(d, c)
-    if diff:
-      raise errors.ConfigError(f"{d} holds a run with another config "
-                       f"({workdir_lib.describe_diff(diff)}); use another "
-                       "--workdir or remove that directory.")
+  for c, d in members.values():  # every seed's config, before any training
+    workdir_lib.check_trained_config(d, c)
   todo = [s for s in seeds if not seeds_lib.finished(*members[s])]
   mode = "sequential"
   if todo:

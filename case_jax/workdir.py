@@ -1,6 +1,8 @@
 """A run's directory: the files training writes beside the checkpoints.
 
-    <workdir>/config.json     the config it was trained with
+    <workdir>/config.json     the config it was trained with (the current one)
+    <workdir>/config_history.jsonl  every earlier config.json, with the step
+                              at which a resume changed it and the diff
     <workdir>/run.json        what rebuilding the model needs: classes, dims
     <workdir>/checkpoints/    Orbax steps (case_jax/checkpoint.py)
     <workdir>/metrics.jsonl   one JSON line per logged or evaluated step
@@ -8,22 +10,28 @@
     <workdir>/eval/           the final evaluation (case_jax/evaluator.py)
 
 It also holds the one rule for "was this workdir trained with this config"
-(``trained_diff``), used to resume, to reuse finished seeds and to evaluate.
+(``trained_diff``), used to resume (``check_trained_config``: refused unless
+``allow_config_change`` names the keys), to reuse finished seeds and to
+evaluate (``evaluation_config``: the workdir's own config.json).
 """
 from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Optional
+
+import jax
+import ml_collections
 
 from case_jax import errors
 from case_jax import checkpoint as ckpt_lib
-from case_jax import defaults, fileio, tracking
+from case_jax import defaults, distributed, fileio, tracking
 
 # Keys that only say how a run is carried out, not what it trains.
 RUN_KEYS = ("seed", "seeds", "seeds_mode", "data.root", "num_steps", "eval_every",
             "log_every", "checkpoint_every", "keep_checkpoints", "checkpoint_commit",
-            "parallel")
+            "parallel", "allow_config_change")
 # Keys that only say how a trained model is evaluated: another value re-evaluates.
 EVAL_PREFIXES = ("inference.", "eval.")
 
@@ -49,14 +57,18 @@ def saved_config(directory: str) -> Optional[dict]:
   return fileio.read_json(path) if os.path.exists(path) else None
 
 
+def trained_keys_diff(saved: dict, cfg) -> list:
+  """[(key, saved value, cfg's value)] in what is trained (not RUN_KEYS,
+  not inference.*/eval.*)."""
+  return [d for d in defaults.config_diff(saved, cfg, ignore=RUN_KEYS)
+          if not d[0].startswith(EVAL_PREFIXES)]
+
+
 def trained_diff(directory: str, cfg) -> list:
   """[(key, trained value, given value)] where ``cfg`` trains another model
   than the one in ``directory`` (empty when there is none yet)."""
   saved = saved_config(directory)
-  if saved is None:
-    return []
-  return [d for d in defaults.config_diff(saved, cfg, ignore=RUN_KEYS)
-          if not d[0].startswith(EVAL_PREFIXES)]
+  return [] if saved is None else trained_keys_diff(saved, cfg)
 
 
 def eval_diff(directory: str, cfg) -> list:
@@ -72,9 +84,99 @@ def describe_diff(diff: list, limit: int = 6) -> str:
   return shown + (", ..." if len(diff) > limit else "")
 
 
+def is_allowed(key: str, allow: str) -> bool:
+  """Whether ``allow`` (allow_config_change: "optim.learning_rate,loss")
+  names ``key`` or a section above it."""
+  names = [a.strip() for a in str(allow or "").split(",") if a.strip()]
+  return any(key == a or key.startswith(a.rstrip(".") + ".") for a in names)
+
+
+def check_trained_config(directory: str, cfg) -> list:
+  """Before a resume: the trained keys in which ``cfg`` differs from
+  ``directory``'s config.json, all named by ``cfg.allow_config_change``
+  (returned: they will be recorded); any other difference is refused,
+  with both values and the flag that allows it."""
+  diff = trained_diff(directory, cfg)
+  allow = cfg.get("allow_config_change", "")
+  refused = [d for d in diff if not is_allowed(d[0], allow)]
+  if refused:
+    keys = ",".join(k for k, _, _ in diff)
+    raise errors.ConfigError(
+        f"{directory} was trained with another config ({describe_diff(refused)}). "
+        f"Resume with the config it was trained with ({directory}/config.json) or "
+        f"use another --workdir; to change it anyway pass "
+        f"--config.allow_config_change={keys} (recorded in "
+        f"{directory}/config_history.jsonl).")
+  return diff
+
+
 def write_config(cfg, directory: str) -> None:
   fileio.write_text(os.path.join(directory, "config.json"),
                     cfg.to_json_best_effort(indent=2))
+
+
+def record_config(cfg, directory: str, step: int, *, history: bool = True) -> None:
+  """config.json := ``cfg``; when that changes it, the earlier config, the
+  step and the diff go first to config_history.jsonl (``history``: this
+  process keeps it), so no config the run was trained with is lost."""
+  saved = saved_config(directory)
+  diff = [] if saved is None else defaults.config_diff(saved, cfg)
+  if diff and history:
+    entry = {"step": int(step), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+             "changed": {k: {"from": a, "to": b} for k, a, b in diff},
+             "config": saved}
+    with open(os.path.join(directory, "config_history.jsonl"), "a") as f:
+      f.write(json.dumps(entry) + "\n")
+  write_config(cfg, directory)
+
+
+def config_from_json(saved: dict) -> ml_collections.ConfigDict:
+  """A saved config.json as the locked ConfigDict it was: the base config's
+  fields (typed: None-valued FieldReferences such as inference.omega, tuples)
+  set from it, and its own extra fields (a dataset's section) added."""
+  def overlay(node, tree, prefix):
+    for k, v in tree.items():
+      if isinstance(v, dict):
+        if k not in node:
+          node[k] = ml_collections.ConfigDict()
+        overlay(node[k], v, f"{prefix}{k}.")
+        continue
+      if k in node and isinstance(node[k], tuple) and isinstance(v, list):
+        v = tuple(v)
+      try:
+        node[k] = v
+      except (TypeError, ValueError) as e:
+        raise errors.ConfigError(f"config.json: {prefix}{k} = {v!r} does not fit "
+                                 f"this version's config ({e}).") from None
+  cfg = defaults.base_config()
+  overlay(cfg, saved, "")
+  cfg.lock()
+  return cfg
+
+
+def evaluation_config(directory: str, given=None, overrides=None):
+  """The config --mode=evaluate/predict/plots use: ``directory``'s
+  config.json, with the command line's ``overrides`` ({dotted key: value})
+  of evaluation keys (inference.*, eval.*) and RUN_KEYS on top.  A
+  ``given`` config that trains another model is refused; without a
+  config.json (an older workdir) ``given`` is used as it is."""
+  saved = saved_config(directory)
+  if saved is None:
+    if given is None:
+      raise errors.MissingFile(f"{directory}/config.json is missing: pass the "
+                               "config the run was trained with (--config=...).")
+    return given
+  cfg = config_from_json(saved)
+  if given is not None:
+    diff = trained_keys_diff(saved, given)
+    if diff:
+      raise errors.ConfigError(
+          f"{directory} was trained with another config ({describe_diff(diff)}). "
+          f"This mode reads {directory}/config.json: omit --config, or override "
+          "only inference.*, eval.* or run keys.")
+    defaults.set_dotted(cfg, {k: v for k, v in (overrides or {}).items()
+                              if k.startswith(EVAL_PREFIXES) or k in RUN_KEYS})
+  return cfg
 
 
 def write_run_info(directory: str, train_set) -> None:
@@ -109,9 +211,10 @@ def checkpointer(cfg, directory: str) -> ckpt_lib.Checkpointer:
 # One training run's open files.
 # =============================================================================
 class RunFiles:
-  """config.json and run.json written; the checkpointer, metrics.jsonl and
-  TensorBoard open (the logs only on the primary process); the best test
-  mAP so far (test-set model selection, as the released code reports)."""
+  """config.json and run.json written; the checkpointer open; after
+  ``resume``, metrics.jsonl and TensorBoard (the logs only on the primary
+  process); the best test mAP so far (test-set model selection, as the
+  released code reports)."""
 
   def __init__(self, cfg, directory: str, train_set, *, primary: bool = True):
     self.cfg, self.dir, self.primary = cfg, directory, primary
@@ -119,10 +222,27 @@ class RunFiles:
     write_run_info(directory, train_set)
     self.manager = checkpointer(cfg, directory)
     self.best = None      # (mAP, step)
-    self._log = open(os.path.join(directory, "metrics.jsonl") if primary
-                     else os.devnull, "a")
-    self.board = (tracking.ScalarWriter(os.path.join(directory, "tensorboard"))
-                  if primary else None)
+    self._log, self.board = None, None
+
+  def resume(self, template):
+    """(state, meta) of the latest checkpoint, or (template, None).  The
+    config is checked first (``check_trained_config``: a refused change
+    never reaches the restore), then recorded (``record_config``), and the
+    logs are cut back to the restored step, so a re-run step shows once."""
+    check_trained_config(self.dir, self.cfg)
+    state, meta = self.manager.restore_latest(template)
+    step = int(state.step)
+    if jax.process_count() > 1:  # every process checked the old config.json
+      distributed.barrier()
+    record_config(self.cfg, self.dir, step, history=self.primary)
+    path = os.path.join(self.dir, "metrics.jsonl")
+    if self.primary:
+      truncate_metrics(path, step)
+    self._log = open(path if self.primary else os.devnull, "a")
+    self.board = (tracking.ScalarWriter(os.path.join(self.dir, "tensorboard"),
+                                        purge_step=step + 1)
+                  if self.primary else None)
+    return state, meta
 
   def log(self, step: int, scalars: dict) -> None:
     """One metrics.jsonl line and the TensorBoard scalars of ``step``."""
@@ -140,9 +260,33 @@ class RunFiles:
 
   @property
   def closed(self) -> bool:
-    return self._log.closed
+    return self._log is None or self._log.closed
 
-  def close(self) -> None:  # idempotent: also the cleanup after an error
-    self._log.close()
-    if self.board:
-      self.board.close()
+  def close(self) -> None:
+    """Idempotent, and the cleanup after an error: a save still in flight
+    is committed first (an error exit must not cost the last checkpoint)."""
+    try:
+      self.manager.wait()
+    finally:
+      if self._log is not None:
+        self._log.close()
+      if self.board:
+        self.board.close()
+
+
+def truncate_metrics(path: str, step: int) -> None:
+  """Drops the lines of ``path`` logged after ``step`` (a run that went on
+  past its last checkpoint, now re-run from it) and any partial line."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.read().splitlines()
+  kept = []
+  for line in lines:
+    try:
+      if int(json.loads(line)["step"]) <= step:
+        kept.append(line)
+    except (ValueError, KeyError, TypeError):
+      continue
+  if len(kept) < len(lines):
+    fileio.write_text(path, "".join(l + "\n" for l in kept))

@@ -57,11 +57,8 @@ def _logged_steps(workdir):
 
 
 def _final_params(workdir):
-  from case_jax import defaults, runs
-  cfg = defaults.load_config("synthetic")
-  cfg.data.num_segments = 64
-  cfg.model.embed_dim = 32
-  _, state, _ = runs.load_trained(cfg, workdir)
+  from case_jax import runs, workdir as workdir_lib
+  _, state, _ = runs.load_trained(workdir_lib.evaluation_config(workdir), workdir)
   return state
 
 
