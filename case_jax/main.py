@@ -7,10 +7,12 @@ run keys apply on top (another trained key is refused).
 Variants:  --config=configs/thumos14.py:paper (the paper's values where it and
            the released code differ), configs/synthetic.py:runlocal (smoke run).
 """
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from case_jax import distributed, errors, runs, train, workdir
+from case_jax import config_args, distributed, errors, runs, train, workdir
 from case_jax.data import inspect
 
 FLAGS = flags.FLAGS
@@ -48,16 +50,19 @@ def _main(argv):
   if not FLAGS.verbose:  # Orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
   if FLAGS.mode in ("train", "inspect") and FLAGS.config is None:
-    raise app.UsageError(f"--mode={FLAGS.mode} needs --config=configs/<dataset>.py")
+    raise errors.ConfigError(f"--mode={FLAGS.mode} needs --config=configs/<dataset>.py "
+                             "(e.g. --config=configs/thumos14.py)")
   if FLAGS.mode == "inspect":
     raise SystemExit(inspect.inspect_config(FLAGS.config))
   if not FLAGS.workdir:
-    raise app.UsageError(f"--mode={FLAGS.mode} needs --workdir")
+    raise errors.ConfigError(f"--mode={FLAGS.mode} needs --workdir=DIR (checkpoints, "
+                             "metrics and outputs go there)")
   if FLAGS.mode == "train":  # cfg.seeds: <workdir>/seed_<s>/ and seeds.md
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     return
   if FLAGS.mode == "predict" and not FLAGS.features:
-    raise app.UsageError("--mode=predict needs --features=DIR")
+    raise errors.ConfigError("--mode=predict needs --features=DIR: a folder with "
+                             "rgb/<video>.npy and flow/<video>.npy (n, D) files")
   overrides = (config_flags.get_override_values(FLAGS["config"])
                if FLAGS.config is not None else {})
   cfg = workdir.evaluation_config(workdir.local_workdir(FLAGS.workdir),
@@ -71,4 +76,12 @@ def _main(argv):
 
 
 if __name__ == "__main__":
+  if any(a in ("--help", "-h", "--helpshort") for a in sys.argv[1:]):
+    # absl answers --help with status 1; a help request is not an error.
+    FLAGS.mark_as_parsed()
+    app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
+  # An unknown --config.KEY or config file is a user error before absl parses
+  # the flags (ml_collections would answer it with a traceback).
+  errors.run_reporting(config_args.check_config_argv, sys.argv[1:],
+                       prog="case_jax.main", verbose=errors.wants_verbose(None))
   app.run(main)

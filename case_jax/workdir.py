@@ -31,7 +31,8 @@ from case_jax import defaults, distributed, fileio, tracking
 # Keys that only say how a run is carried out, not what it trains.
 RUN_KEYS = ("seed", "seeds", "seeds_mode", "data.root", "num_steps", "eval_every",
             "log_every", "checkpoint_every", "keep_checkpoints", "checkpoint_commit",
-            "parallel", "allow_config_change")
+            "parallel", "allow_config_change", "data.check_values",
+            "data.verified_cache")
 # Keys that only say how a trained model is evaluated: another value re-evaluates.
 EVAL_PREFIXES = ("inference.", "eval.")
 

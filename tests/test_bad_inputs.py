@@ -248,11 +248,11 @@ def test_main_refusals(tmp_path, imported_workdir):
                        str(feats / "flow" / "v1.npy"), "(n, 10)")
 
 
-# Not refused cleanly yet by case_jax.main (another branch's file): absl's
-# UsageError prints the whole flag help with status 1, and ml_collections
-# answers an unknown --config key with a traceback
-# (tools.config_args.check_config_argv refuses it cleanly).
-MAIN_GAPS = [
+# Usage errors of case_jax.main: refused in one line (absl's UsageError would
+# print the whole flag help with status 1, and ml_collections would answer an
+# unknown --config key with a traceback: config_args.check_config_argv runs
+# first).
+MAIN_USAGE = [
     ("missing-workdir", ["--config=configs/synthetic.py"], "--workdir"),
     ("predict-without-features", ["--config=configs/synthetic.py",
                                   "--workdir={tmp}", "--mode=predict"], "--features"),
@@ -261,10 +261,10 @@ MAIN_GAPS = [
 ]
 
 
-@pytest.mark.xfail(reason="case_jax.main gaps, see MAIN_GAPS", strict=False)
-@pytest.mark.parametrize("args,name", [g[1:] for g in MAIN_GAPS],
-                         ids=[g[0] for g in MAIN_GAPS])
-def test_main_gaps(args, name, tmp_path):
+
+@pytest.mark.parametrize("args,name", [g[1:] for g in MAIN_USAGE],
+                         ids=[g[0] for g in MAIN_USAGE])
+def test_main_usage_errors(args, name, tmp_path):
   proc = _main(*(a.replace("{tmp}", str(tmp_path)) for a in args))
   assert_clean_refusal(proc, name)
 
@@ -303,3 +303,11 @@ def test_help_exits_0_and_describes_every_flag(entry, capsys):
   assert proc.returncode == 0, proc.stderr
   for flag in HELP[entry]:
     assert flag in proc.stdout, (entry, flag)
+
+
+def test_main_help_exits_0_and_describes_every_flag():
+  proc = _main("--help")
+  assert proc.returncode == 0, proc.stderr
+  for flag in ("--config", "--workdir", "--mode", "--features", "--projection",
+               "--verbose"):
+    assert flag in proc.stdout, flag

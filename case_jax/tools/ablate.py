@@ -219,7 +219,7 @@ def _main(argv: list) -> int:
     sys.stdout.write(_help(_define_flags(argv[:1])))
     return 0
   # ml_collections answers a bad --config with a traceback: check it first.
-  from case_jax.tools.config_args import check_config_argv
+  from case_jax.config_args import check_config_argv
   check_config_argv(argv[1:])
   fv = _define_flags(argv)
   try:

@@ -288,7 +288,7 @@ def _main(argv: list) -> int:
   from ml_collections import config_flags
 
   from case_jax import defaults
-  from case_jax.tools.config_args import check_config_argv
+  from case_jax.config_args import check_config_argv
 
   fv = flags.FlagValues()
   if not any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[1:]):
