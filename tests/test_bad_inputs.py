@@ -309,5 +309,5 @@ def test_main_help_exits_0_and_describes_every_flag():
   proc = _main("--help")
   assert proc.returncode == 0, proc.stderr
   for flag in ("--config", "--workdir", "--mode", "--features", "--projection",
-               "--verbose"):
+               "--[no]verbose"):
     assert flag in proc.stdout, flag
