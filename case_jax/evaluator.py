@@ -25,16 +25,28 @@ from case_jax import (datasets, detection_set, evaluation, fileio, inference,
 SNIPPET_KEYS = ("test_fb_acc", "test_H_pc", "test_H_mean_pc")
 
 
-def load_test_ground_truth(root: str, cfg) -> ground_truth.GroundTruth:
-  """gt.json in ``root`` or, for the W-TALC layout, its annotation arrays."""
+def test_gt_subset(cfg, test_set=None) -> str:
+  """The ground-truth subset scored: ``eval.gt_subset``, or with "auto" the
+  test split's subset as its reader found it (ActivityNet 'validation',
+  THUMOS14 'test', 'val', ...); "test" when the reader does not say."""
+  if cfg.eval.gt_subset != "auto":
+    return cfg.eval.gt_subset
+  return getattr(test_set, "gt_subset", None) or "test"
+
+
+def load_test_ground_truth(root: str, cfg, subset: Optional[str] = None
+                           ) -> ground_truth.GroundTruth:
+  """gt.json in ``root`` or, for the W-TALC layout, its annotation arrays;
+  ``subset``: None = ``test_gt_subset(cfg)``."""
+  subset = subset or test_gt_subset(cfg)
   path = os.path.join(root, "gt.json")
   if os.path.exists(path):
-    return ground_truth.load_gt_json(path, subset=cfg.eval.gt_subset)
-  if cfg.data.layout == "wtalc":
+    return ground_truth.load_gt_json(path, subset=subset)
+  if cfg.data.layout in ("wtalc", "auto") and os.path.isdir(root):
     dirs = sorted(d for d in os.listdir(root) if d.endswith("-Annotations"))
     if dirs:
       return ground_truth.load_wtalc_annotations(os.path.join(root, dirs[0]),
-                                                 subset=cfg.eval.gt_subset)
+                                                 subset=subset)
   raise FileNotFoundError(f"{path} is missing: evaluation needs the ground "
                           "truth (gt.json, or the W-TALC *-Annotations folder).")
 
@@ -96,8 +108,12 @@ class Evaluator:
       stream.write(f"No test split in {root} ({e}): training without "
                    "evaluation.\n")
       return None
+    subset = test_gt_subset(cfg, test_set)
+    stream.write(f"evaluating on the ground truth's {subset!r} subset ("
+                 + ("the test split's, as found" if cfg.eval.gt_subset == "auto"
+                    else "eval.gt_subset") + ")\n")
     try:
-      gt = load_test_ground_truth(root, cfg)
+      gt = load_test_ground_truth(root, cfg, subset)
     except errors.UserError:
       raise
     except FileNotFoundError as e:

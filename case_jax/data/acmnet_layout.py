@@ -137,8 +137,8 @@ class AcmnetDataset(SourceDataset):
       raise LayoutError(f"{split_file}: no video ids; list one id per line")
     gt = _match_prefix(ids, read_gt(gt_file), gt_file)
     wanted = tuple(subsets or gt_subsets(gt)[split])
-    rejected = check_split_vs_gt(ids, gt, wanted, split_file, gt_file,
-                                 skip=on_error == "skip")
+    rejected, found = check_split_vs_gt(ids, gt, wanted, split_file,
+                                        gt_file, skip=on_error == "skip")
     ids = [v for v in ids if v in gt]
     self.feature_dir = feature_dir or find_feature_dir(root, split)
     sources = [_npy_source(v, gt[v], os.path.join(self.feature_dir, v + ".npy"))
@@ -149,3 +149,4 @@ class AcmnetDataset(SourceDataset):
                      origin=f"{self.root} (acmnet, {split})", fps=fps,
                      snippet_frames=snippet_frames, check_values=check_values,
                      verified=verified, gt_file=gt_file, rejected=rejected)
+    self.gt_subset = found   # the gt.json subset of this split, as found

@@ -21,10 +21,13 @@ import numpy as np
 from case_jax.data.records import (GtVideo, LayoutError, LayoutWarning,
                                    NoSplit, name_some)
 
-# gt.json subset names accepted for each split (THUMOS14 convention: the
-# official "validation" videos are the WTAL training set).
+# gt.json subset names accepted for each split.  "validation" is on both
+# sides: THUMOS14's official validation videos are the WTAL training set,
+# ActivityNet's are its test set; the names a split's videos actually carry
+# decide (``split_subset``), so training/validation, train/val,
+# validation/test and train/test all work.
 DEFAULT_GT_SUBSETS = {"train": ("train", "training", "validation"),
-                      "test": ("test", "testing")}
+                      "test": ("test", "testing", "validation", "val")}
 
 
 def _parse_bound(value, path: str, video_id: str) -> float:
@@ -143,12 +146,28 @@ def classes_from_gt(gt: Mapping[str, GtVideo],
   return tuple(sorted({a[2] for v in videos for a in v.annotations}))
 
 
+def split_subset(ids: Sequence[str], gt: Mapping[str, GtVideo],
+                 subsets: Sequence[str]) -> Optional[str]:
+  """The gt.json subset of a split as found: the most common of ``subsets``
+  among its listed videos (ties: the earlier name in ``subsets``); None
+  when none of its videos has one of them."""
+  counts = {}
+  for v in ids:
+    if v in gt and gt[v].subset in subsets:
+      counts[gt[v].subset] = counts.get(gt[v].subset, 0) + 1
+  if not counts:
+    return None
+  return max(subsets, key=lambda s: (counts.get(s, 0), -subsets.index(s)))
+
+
 def check_split_vs_gt(ids: Sequence[str], gt: Mapping[str, GtVideo],
                       subsets: Sequence[str], split_file: str,
                       gt_file: str, *, skip: bool = False
-                      ) -> tuple[tuple[str, str], ...]:
+                      ) -> tuple[tuple[tuple[str, str], ...], Optional[str]]:
   """Errors on ids missing from gt.json (with ``skip``: returns them as
-  ((video_id, reason), ...)); warns on subset disagreements."""
+  ((video_id, reason), ...)); warns on subset disagreements, judged against
+  the split's subset as found (``split_subset``).  Returns (rejected,
+  subset as found)."""
   missing = [v for v in ids if v not in gt]
   fix = (f"add their annotations to {gt_file} or remove the lines from "
          f"{split_file}")
@@ -158,6 +177,9 @@ def check_split_vs_gt(ids: Sequence[str], gt: Mapping[str, GtVideo],
   rejected = tuple((v, f"{split_file}: video '{v}' is not in {gt_file}; "
                     f"{fix}") for v in missing)
   ids = [v for v in ids if v in gt]
+  found = split_subset(ids, gt, tuple(subsets))
+  if found is not None:
+    subsets = (found,)
   wrong = [v for v in ids if gt[v].subset not in subsets]
   if wrong:
     warnings.warn(f"{split_file}: videos {name_some(wrong)} have a gt.json "
@@ -173,4 +195,4 @@ def check_split_vs_gt(ids: Sequence[str], gt: Mapping[str, GtVideo],
                   f"{list(subsets)} but are not in {split_file}; for the test "
                   "split an evaluator reading gt.json counts their instances "
                   "as misses", LayoutWarning, stacklevel=3)
-  return rejected
+  return rejected, found

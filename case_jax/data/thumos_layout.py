@@ -227,7 +227,7 @@ class BasnetDataset(SourceDataset):
     gt, ids = read_gt(gt_file), read_split(split_file)
     if not ids:
       raise LayoutError(f"{split_file}: no video ids; list one id per line")
-    rejected = check_split_vs_gt(
+    rejected, found = check_split_vs_gt(
         ids, gt, tuple(gt_subsets or DEFAULT_GT_SUBSETS[split]), split_file,
         gt_file, skip=on_error == "skip")
     ids = [v for v in ids if v in gt]
@@ -245,3 +245,4 @@ class BasnetDataset(SourceDataset):
         origin=f"{self.root} (basnet, {split})", fps=fps,
         snippet_frames=snippet_frames, check_values=check_values,
         verified=verified, gt_file=gt_file, rejected=rejected)
+    self.gt_subset = found   # the gt.json subset of this split, as found

@@ -40,10 +40,12 @@ def find_name(root: str | os.PathLike) -> str:
 
 
 def split_subsets(subsets: Sequence[str]) -> dict[str, tuple[str, ...]]:
-  """Subset names of each split: ActivityNet (training/validation) or
-  THUMOS14 (validation/test)."""
+  """Subset names of each split: ActivityNet (training/validation),
+  train/val, or THUMOS14 (validation/test)."""
   if "training" in set(subsets):
     return {"train": ("training",), "test": ("validation",)}
+  if "val" in set(subsets):
+    return {"train": ("train",), "test": ("val",)}
   return {"train": ("validation", "train"), "test": ("test",)}
 
 
@@ -141,3 +143,5 @@ class WtalcDataset(SourceDataset):
                      origin=f"{self.root} ({self.name}, {split})", fps=fps,
                      snippet_frames=snippet_frames, check_values=check_values,
                      verified=verified, gt_file=ann_dir)
+    found = [ann["subset"][i] for i in index]
+    self.gt_subset = max(wanted, key=found.count)   # this split's, as found
