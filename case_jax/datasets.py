@@ -13,6 +13,7 @@ import jax
 
 from case_jax import errors
 from case_jax import data as data_lib
+from case_jax.data import detect as detect_layout_lib
 from case_jax.data import verified as verified_lib
 
 
@@ -26,23 +27,44 @@ def open_split(cfg, root: str, split: str, classes=None, stream=None):
   data.snippet_frames): detections, masks and plots all read it from there.
   Raises data.NoSplit when the dataset has no such split at all."""
   time_base = dict(fps=cfg.data.fps, snippet_frames=cfg.data.snippet_frames)
-  if cfg.data.layout == "tfds":
+  layout, tfds_name = resolve_layout(cfg, root, stream)
+  if layout == "tfds":
     # A prepared dataset (python -m case_jax.data.prepare): data.root is the
     # TFDS data_dir, data.tfds_name the builder (e.g. "thumos14/basnet").
     from case_jax.data.tfds_builders import TFDSDataset  # optional extra
-    return TFDSDataset(cfg.data.tfds_name, split, data_dir=root, **time_base)
+    return TFDSDataset(tfds_name, split, data_dir=root, **time_base)
   if classes is None:
     classes = data_lib.config_classes(cfg.data.get("classes"),
                                       cfg.data.dataset, root)
   check = bool(cfg.data.get("check_values", False))
   ds = data_lib.open_dataset(
-      root, split, cfg.data.layout, classes, on_error=cfg.data.on_error,
+      root, split, layout, classes, on_error=cfg.data.on_error,
       check_values=check, verified=verified_lib.from_setting(
           cfg.data.get("verified_cache", "auto"), root) if check else None,
       **time_base)
   for vid, why in getattr(ds, "skipped", ()):
     (stream or sys.stdout).write(f"skipped {split} video {vid}: {why}\n")
   return ds
+
+
+_ANNOUNCED = set()   # (root, layout) already printed in this process
+
+
+def resolve_layout(cfg, root: str, stream=None) -> tuple[str, str]:
+  """(layout, tfds_name) to read ``root`` with: ``data.layout`` as set, or
+  for "auto" what ``data.detect_layout`` recognises (printed once per root
+  and process on ``stream``)."""
+  layout, name = cfg.data.layout, cfg.data.get("tfds_name", "")
+  if layout != "auto":
+    return layout, name
+  layout, why = detect_layout_lib.detect_layout(root)
+  if layout == "tfds":
+    name = detect_layout_lib.tfds_name(root, name)
+  if (root, layout) not in _ANNOUNCED:
+    _ANNOUNCED.add((root, layout))
+    (stream or sys.stdout).write(
+        f"data.layout=auto: {root} looks like the {layout} layout ({why})\n")
+  return layout, name
 
 
 def resolve_data_root(cfg, workdir: str) -> str:

@@ -69,29 +69,33 @@ class SnippetStats:
 
   def __init__(self):
     self.hits = self.total = 0.0
-    self.p_cs, self.masks = [], []
+    self.p_cs = []
 
   def add(self, fg, p_c, batch) -> None:
     """fg (B, T), p_c (B, T, K) of one padded eval batch."""
     n = float(((batch["fg_mask"] >= 0) & batch["valid"][:, None]).sum())
     self.hits += fb_accuracy(fg, batch["fg_mask"], batch["valid"]) * n
     self.total += n
-    self.p_cs.append(np.asarray(p_c))
-    self.masks.append(np.broadcast_to(batch["valid"][:, None], self.p_cs[-1].shape[:2]))
+    # Kept as the valid rows only: batches may differ in T (short test
+    # videos at their own length, data.test_sampling="no_upsample").
+    p_c = np.asarray(p_c)
+    self.p_cs.append(p_c[np.broadcast_to(batch["valid"][:, None], p_c.shape[:2])])
 
   def result(self) -> dict:
-    h_pc, h_mean = clustering_entropies(np.concatenate(self.p_cs),
-                                        np.concatenate(self.masks))
+    h_pc, h_mean = clustering_entropies(np.concatenate(self.p_cs))
     return {"fb_acc": self.hits / max(self.total, 1.0), "H_pc": h_pc,
             "H_mean_pc": h_mean}
 
 
 def dataset_snippet_stats(dataset, model, params, q_r, *, num_segments: int,
-                          how: str = "fused", batch_size: int = 32) -> dict:
-  """``SnippetStats`` of ``how``-scores over a dataset (uniform sampling to T)."""
+                          how: str = "fused", batch_size: int = 32,
+                          test_sampling: str = "resample") -> dict:
+  """``SnippetStats`` of ``how``-scores over a dataset (uniform sampling to
+  T; ``test_sampling`` as data.test_sampling)."""
   stats = SnippetStats()
   for batch in data_lib.eval_batches(dataset, num_segments=num_segments,
-                                     batch_size=batch_size, pad_last=True):
+                                     batch_size=batch_size, pad_last=True,
+                                     test_sampling=test_sampling):
     out = forward(model, params, batch["rgb"], batch["flow"])
     stats.add(foreground_scores(out, q_r, how), fused_cluster_probs(out), batch)
   return stats.result()
@@ -147,7 +151,9 @@ def score_batch(model, params, q_r, rgb, flow, *, omega, fg_score, k):
 
 
 def detect_dataset(dataset, model, params, q_r, cfg, *, keep_scores: bool = False):
-  """Detections for every video of ``dataset`` (uniform sampling to T).
+  """Detections for every video of ``dataset`` (uniform sampling to T; a
+  video shorter than T at its own length with data.test_sampling =
+  "no_upsample", its seconds then mapped through that length).
 
   Returns (detections {video_id: [{"label": int, "score", "segment"}]},
   foreground {video_id: (T,) scores} if keep_scores else {},
@@ -160,10 +166,13 @@ def detect_dataset(dataset, model, params, q_r, cfg, *, keep_scores: bool = Fals
   t = cfg.data.num_segments
   fg_score = detection_fg_score(inf)
   omega = inference_omega(inf)
-  k = max(1, t // inf.topk_divisor)
   dets, fgs, stats = {}, {}, SnippetStats()
-  for batch in data_lib.eval_batches(dataset, num_segments=t,
-                                     batch_size=inf.batch_size, pad_last=True):
+  for batch in data_lib.eval_batches(
+      dataset, num_segments=t, batch_size=inf.batch_size, pad_last=True,
+      test_sampling=cfg.data.get("test_sampling", "resample")):
+    # T' = T, or a short video's own length (data.test_sampling).
+    t_b = batch["rgb"].shape[1]
+    k = max(1, t_b // inf.topk_divisor)
     s, v, p_c, fg = jax.device_get(score_batch(
         model, params, q_r, batch["rgb"], batch["flow"], omega=omega,
         fg_score=fg_score, k=k))
@@ -172,7 +181,7 @@ def detect_dataset(dataset, model, params, q_r, cfg, *, keep_scores: bool = Fals
       vid = str(batch["video_ids"][i])
       dets[vid] = detection.detect_video(
           s[i], v[i], int(batch["lengths"][i]), class_threshold=inf.class_threshold,
-          scale=inf.scale, thresholds=thresholds, num_segments=t,
+          scale=inf.scale, thresholds=thresholds, num_segments=t_b,
           fps=dataset.fps, snippet_frames=dataset.snippet_frames,
           outer_ratio=inf.outer_ratio, video_weight=inf.video_weight, nms=inf.nms,
           iou_threshold=inf.nms_iou, sigma=inf.nms_sigma,

@@ -192,10 +192,14 @@ def _pad_rows(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
   return {k: pad(v) for k, v in batch.items()}
 
 
+TEST_SAMPLING = ("resample", "no_upsample")
+
+
 def eval_batches(dataset: Sequence[VideoRecord], *,
                  num_segments: Optional[int] = 750, batch_size: int = 1,
-                 pad_last: bool = False) -> Iterator[dict[str, np.ndarray]]:
-  """Every video once, in dataset order, uniformly sampled to T.
+                 pad_last: bool = False, test_sampling: str = "resample"
+                 ) -> Iterator[dict[str, np.ndarray]]:
+  """Every video once, uniformly sampled to T.
 
   Args:
     dataset: a sequence of VideoRecord.
@@ -203,6 +207,10 @@ def eval_batches(dataset: Sequence[VideoRecord], *,
     batch_size: B; the last batch is smaller unless ``pad_last``.
     pad_last: pad the last batch to B with zero rows whose ``valid`` is False
       (one compiled shape for jit).
+    test_sampling: videos shorter than T are "resample"d to T (released
+      CASE), or with "no_upsample" kept at their own length, each in a batch
+      of its own (T' = its length; SAL_ActivityNet / ACM-Net), yielded
+      where it comes; longer videos are batched in dataset order either way.
   Yields:
     rgb (B, T, D_rgb), flow (B, T, D_flow), labels (B, C), video_ids (B,),
     lengths (B,) original snippet counts, valid (B,) bool.
@@ -212,14 +220,31 @@ def eval_batches(dataset: Sequence[VideoRecord], *,
                      "batch_size=1: videos differ in length")
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-  for start in range(0, len(dataset), batch_size):
-    records = [dataset[i] for i in
-               range(start, min(start + batch_size, len(dataset)))]
-    indices = [np.arange(r.num_snippets) if num_segments is None
-               else sample_test_indices(r.num_snippets, num_segments)
-               for r in records]
-    batch = _collate(records, indices)
-    batch["valid"] = np.ones(len(records), bool)
-    if pad_last and len(records) < batch_size:
-      batch = _pad_rows(batch, batch_size)
-    yield batch
+  if test_sampling not in TEST_SAMPLING:
+    raise ValueError(f"data.test_sampling must be one of {TEST_SAMPLING}, "
+                     f"got {test_sampling!r}")
+  keep_short = test_sampling == "no_upsample" and num_segments is not None
+  pending = []
+  for i in range(len(dataset)):
+    record = dataset[i]
+    if keep_short and record.num_snippets < num_segments:
+      yield _eval_batch([record], None, batch_size, pad_last)
+      continue
+    pending.append(record)
+    if len(pending) == batch_size:
+      yield _eval_batch(pending, num_segments, batch_size, pad_last)
+      pending = []
+  if pending:
+    yield _eval_batch(pending, num_segments, batch_size, pad_last)
+
+
+def _eval_batch(records, num_segments, batch_size, pad_last):
+  """One test batch; num_segments None = each video at full length."""
+  indices = [np.arange(r.num_snippets) if num_segments is None
+             else sample_test_indices(r.num_snippets, num_segments)
+             for r in records]
+  batch = _collate(records, indices)
+  batch["valid"] = np.ones(len(records), bool)
+  if pad_last and len(records) < batch_size:
+    batch = _pad_rows(batch, batch_size)
+  return batch

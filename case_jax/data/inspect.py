@@ -31,6 +31,7 @@ import numpy as np
 
 from case_jax.data import verified as verified_lib
 from case_jax.data.classes import config_classes, read_class_file
+from case_jax.data.detect import detect_layout
 from case_jax.data.layouts import LAYOUTS, open_dataset
 from case_jax.data.records import LayoutError, LayoutWarning, NoSplit
 from case_jax.errors import ConfigError, run_reporting, wants_verbose
@@ -175,7 +176,7 @@ def inspect_root(root: str, layout: str, splits: Sequence[str] = SPLITS, *,
 
 def inspect_config(config) -> int:
   """The report of an ml_collections config's dataset: data.root,
-  data.layout (default "basnet"), the class list data.classes names (see
+  data.layout (default "basnet"; "auto" as detect_layout finds it), the class list data.classes names (see
   ``classes``) and every feature value read (remembered as
   data.verified_cache says); prints it and returns the exit status.  For
   ``python -m case_jax.main --mode=inspect``."""
@@ -186,8 +187,12 @@ def inspect_config(config) -> int:
                       "--config.data.root=/path/to/the/dataset")
   root = str(root)
   classes = config_classes(data.get("classes"), data.get("dataset", ""), root)
+  layout = str(data.get("layout", "basnet"))
+  if layout == "auto":
+    layout, why = detect_layout(root)
+    print(f"data.layout=auto: {root} looks like the {layout} layout ({why})")
   return inspect_root(
-      root, str(data.get("layout", "basnet")), classes=classes,
+      root, layout, classes=classes,
       check_values=True,
       verified=verified_lib.from_setting(data.get("verified_cache", "auto"),
                                          root))
