@@ -3,8 +3,11 @@
     python -m case_jax.main --config=configs/anet12.py \
         --config.data.root=/data/anet12 --workdir=runs/anet12
 
-Values and their sources: case_jax/defaults.py (activitynet_config); readers
-for the ActivityNet feature releases arrive with issue #5.
+Values and their sources: case_jax/defaults.py (activitynet_config).  The
+feature layout (BaS-Net, ACM-Net, W-TALC or a prepared TFDS data_dir) is
+recognised from data.root (data.layout="auto"; set it to insist), and the
+scored ground-truth subset is the test split's as found (ActivityNet:
+'validation'; eval.gt_subset).
 """
 from case_jax import defaults
 

@@ -80,6 +80,7 @@ from case_jax.data.batching import (TrainBatcher, epoch_order, eval_batches,
 from case_jax.data.generic import SourceDataset, VideoSource
 from case_jax.data.ground_truth import GroundTruth, load_ground_truth
 from case_jax.data.gt_json import read_gt, read_split
+from case_jax.data.detect import detect_layout
 from case_jax.data.layouts import LAYOUTS, open_dataset
 from case_jax.data.prefetch import Prefetcher
 from case_jax.data.records import (FEATURE_FPS, SNIPPET_FRAMES, GtVideo,
@@ -108,7 +109,8 @@ __all__ = [
     "SNIPPET_FRAMES", "VerifiedFiles", "config_classes", "read_class_file",
     "Segment", "SourceDataset", "THUMOS14_CLASSES", "TrainBatcher",
     "VideoDataset", "VideoRecord", "VideoSource", "VideoSpec", "WtalcDataset",
-    "epoch_order", "eval_batches", "load_ground_truth", "open_dataset",
+    "detect_layout", "epoch_order", "eval_batches", "load_ground_truth",
+    "open_dataset",
     "read_gt", "read_split", "sample_test_indices", "sample_train_indices",
     "steps_per_epoch", "train_batch", "videos_from_dataset", "write_layout",
     "write_synthetic_thumos",
