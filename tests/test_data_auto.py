@@ -125,6 +125,21 @@ def test_train_val_gt_json_trains_and_evaluates(tmp_path):
   assert summary["eval"]["result"]["subset"] == "val"
   assert out.getvalue().count("ground truth's 'val' subset") == 1
 
+  # A test video shorter than T under "no_upsample" is scored at its own
+  # length: exactly what T = its length gives (identity sampling).
+  from case_jax import inference
+  short = open_dataset(write(tmp_path, "basnet", videos(n=(20, 20, 6))),
+                       "test", "basnet")
+  model, state = summary["model"], summary["state"]
+  cfg.data.test_sampling = "no_upsample"
+  kept, _, _ = inference.detect_dataset(short, model, state.params, state.q_r,
+                                        cfg)
+  cfg.data.test_sampling, cfg.data.num_segments = "resample", 6
+  at_6, _, _ = inference.detect_dataset(short, model, state.params, state.q_r,
+                                        cfg)
+  assert kept["v2"] and kept == at_6
+  assert max(d["segment"][1] for d in kept["v2"]) <= 6 * 0.64 + 1e-6
+
 
 def test_short_test_videos_keep_their_length_under_no_upsample(tmp_path):
   ds = open_dataset(write(tmp_path, "basnet", videos(n=(6, 12, 3))), "train",
