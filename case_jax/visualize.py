@@ -172,7 +172,8 @@ def collect_snippets(dataset, model, params, q_r, cfg, *,
   pool = {"key": np.zeros(0), "fg": np.zeros(0), "rgb": None, "flow": None}
   for batch in data_lib.eval_batches(dataset, num_segments=t,
                                      batch_size=cfg.inference.batch_size if t else 1,
-                                     pad_last=True):
+                                     pad_last=True,
+                                     test_sampling=_sampling_of(cfg)):
     out = inference.forward(model, params, batch["rgb"], batch["flow"])
     fg = {h: np.asarray(inference.foreground_scores(out, q_r, h))
           for h in ("attention", "cluster", "fused")}
@@ -201,9 +202,17 @@ def collect_snippets(dataset, model, params, q_r, cfg, *,
           "total": total}
 
 
-def _snippet_times(rec, num_segments) -> np.ndarray:
-  """Seconds of the snippet centres behind the T test positions (T,)."""
+def _sampling_of(cfg) -> str:
+  """data.test_sampling (configs from before it: "resample")."""
+  return cfg.data.get("test_sampling", "resample")
+
+
+def _snippet_times(rec, num_segments, sampling="resample") -> np.ndarray:
+  """Seconds of the snippet centres behind the T test positions (T,);
+  a short video at its own length with data.test_sampling="no_upsample"."""
   n = rec.num_snippets
+  if sampling == "no_upsample" and num_segments is not None and n < num_segments:
+    num_segments = None
   idx = np.arange(n) if num_segments is None else data_lib.sample_test_indices(n, num_segments)
   return (idx + 0.5) * rec.seconds_per_snippet
 
@@ -258,7 +267,7 @@ def write_plots(cfg, workdir: str, *, model, state, test_set=None,
       continue
     written.append(plots.video_timeline(
         os.path.join(out_dir, f"timeline_{_safe(rec.video_id)}.png"), rec.video_id,
-        _snippet_times(rec, cfg.data.num_segments), sc,
+        _snippet_times(rec, cfg.data.num_segments, _sampling_of(cfg)), sc,
         [(s.start_s, s.end_s, s.class_index) for s in rec.segments],
         evaluated["detections"].get(rec.video_id, []), list(test_set.classes),
         duration=getattr(rec, "duration", None),
