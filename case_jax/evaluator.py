@@ -26,7 +26,19 @@ SNIPPET_KEYS = ("test_fb_acc", "test_H_pc", "test_H_mean_pc")
 
 
 def load_test_ground_truth(root: str, cfg) -> ground_truth.GroundTruth:
-  """gt.json in ``root`` or, for the W-TALC layout, its annotation arrays."""
+  """gt.json in ``root`` or, for the W-TALC layout, its annotation arrays;
+  for a prepared dataset (layout "tfds", root = its data_dir) the gt.json
+  stored with it."""
+  if cfg.data.layout == "tfds":
+    from case_jax.data import tfds_builders  # optional extra
+    path = tfds_builders.prepared_file(cfg.data.tfds_name, root,
+                                       tfds_builders.GT_FILE)
+    if not os.path.isfile(path):
+      raise FileNotFoundError(
+          f"{path} is missing: data.tfds_name={cfg.data.tfds_name} was "
+          "prepared without its ground truth; prepare it again (python -m "
+          "case_jax.data.prepare)")
+    return ground_truth.load_gt_json(path, subset=cfg.eval.gt_subset)
   path = os.path.join(root, "gt.json")
   if os.path.exists(path):
     return ground_truth.load_gt_json(path, subset=cfg.eval.gt_subset)
