@@ -173,3 +173,21 @@ def test_prepared_synthetic_data_through_the_cli(tmp_path):
   run_main(*common, "--mode=predict", f"--features={feats}")
   pred = json.load(open(os.path.join(work, "predict", "detections.json")))
   assert set(pred["results"]) <= {n[:-4] for n in os.listdir(feats)}
+
+
+def test_an_unprepared_dataset_is_refused_in_one_line(tmp_path):
+  """Not prepared (or at an older version), or no such name: the refusal
+  names data.root / data.tfds_name and the prepare command, and nothing
+  is built behind the user's back."""
+  from tests.cli_check import assert_clean_refusal, run_module
+  common = ["--config=configs/synthetic.py", f"--workdir={tmp_path}/run",
+            "--config.data.dataset=thumos14", "--config.data.layout=tfds",
+            f"--config.data.root={tmp_path}", "--config.num_steps=2"]
+  proc = run_module("case_jax.main", *common,
+                    "--config.data.tfds_name=synthetic/basnet")
+  assert_clean_refusal(proc, "not prepared", "case_jax.data.prepare",
+                       "--dataset=synthetic")
+  assert not os.path.exists(tmp_path / "downloads")
+  proc = run_module("case_jax.main", *common,
+                    "--config.data.tfds_name=thumos/basnet")
+  assert_clean_refusal(proc, "data.tfds_name='thumos/basnet'", "thumos14/basnet")

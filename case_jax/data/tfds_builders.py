@@ -211,6 +211,7 @@ class TFDSDataset:
   def __init__(self, name: str, split: str, *, data_dir: str,
                fps: float = FEATURE_FPS, snippet_frames: int = SNIPPET_FRAMES):
     self.fps, self.snippet_frames = fps, snippet_frames
+    prepared_builder(name, data_dir)  # else data_source would try to build it
     self.source = tfds.data_source(name, split=split, data_dir=data_dir)
     path = prepared_file(name, data_dir, CLASSES_FILE)
     if not os.path.isfile(path):
@@ -260,10 +261,29 @@ class TFDSDataset:
     return (self[i] for i in range(len(self)))
 
 
+def prepared_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+  """The builder of ``name`` ("thumos14/basnet"), refused (``LayoutError``)
+  unless it is prepared in ``data_dir`` at this code's version."""
+  known = [f"{k}/{c.name}" for k, cls in BUILDERS.items()
+           for c in cls.BUILDER_CONFIGS]
+  if name.split(":")[0] not in known:
+    raise LayoutError(f"data.tfds_name={name!r} is not a prepared-dataset "
+                      f"name; use one of {known}")
+  builder = tfds.builder(name, data_dir=data_dir)
+  if not builder.is_prepared():
+    raise LayoutError(
+        f"{builder.data_dir}: {name} version {builder.version} is not prepared"
+        f" in data.root={data_dir}; run python -m case_jax.data.prepare "
+        f"--dataset={name.split('/')[0]} --layout={builder.builder_config.name}"
+        f" --manual_dir=<release> --data_dir={data_dir} (data prepared by an "
+        "older version must be prepared again)")
+  return builder
+
+
 def prepared_file(name: str, data_dir: str, filename: str) -> str:
   """Path of a file stored with the prepared dataset ``name`` (classes.txt,
   gt.json): the folder of its array_record files."""
-  return os.path.join(os.fspath(tfds.builder(name, data_dir=data_dir).data_dir),
+  return os.path.join(os.fspath(prepared_builder(name, data_dir).data_dir),
                       filename)
 
 
