@@ -73,7 +73,11 @@ def resolve_data_root(cfg, workdir: str) -> str:
   if cfg.data.dataset == "synthetic":
     from case_jax.data.synthetic import write_synthetic_thumos
     root = root or synthetic_root(workdir)
-    if not os.path.exists(os.path.join(root, "gt.json")):
+    # A prepared (TFDS) copy of synthetic data is read as it is, never
+    # generated into.
+    prepared = cfg.data.layout == "tfds" or (
+        cfg.data.layout == "auto" and detect_layout_lib.tfds_names(root))
+    if not prepared and not os.path.exists(os.path.join(root, "gt.json")):
       write_synthetic_thumos(root, **dict(cfg.data.synthetic))
     return root
   if not root:

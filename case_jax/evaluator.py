@@ -37,8 +37,19 @@ def test_gt_subset(cfg, test_set=None) -> str:
 def load_test_ground_truth(root: str, cfg, subset: Optional[str] = None
                            ) -> ground_truth.GroundTruth:
   """gt.json in ``root`` or, for the W-TALC layout, its annotation arrays;
-  ``subset``: None = ``test_gt_subset(cfg)``."""
+  for a prepared dataset (layout "tfds", root = its data_dir) the gt.json
+  stored with it.  ``subset``: None = ``test_gt_subset(cfg)``."""
   subset = subset or test_gt_subset(cfg)
+  layout, tfds_name = datasets.resolve_layout(cfg, root)
+  if layout == "tfds":
+    from case_jax.data import tfds_builders  # optional extra
+    path = tfds_builders.prepared_file(tfds_name, root, tfds_builders.GT_FILE)
+    if not os.path.isfile(path):
+      raise errors.MissingFile(
+          f"{path} is missing: data.tfds_name={tfds_name} was prepared "
+          "without its ground truth; prepare it again (python -m "
+          "case_jax.data.prepare)")
+    return ground_truth.load_gt_json(path, subset=subset)
   path = os.path.join(root, "gt.json")
   if os.path.exists(path):
     return ground_truth.load_gt_json(path, subset=subset)

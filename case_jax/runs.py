@@ -107,32 +107,54 @@ def plots(cfg, workdir: str, *, projection: str = "pca", stream=None) -> list:
 
 
 class FeatureFolder:
-  """Unlabelled videos from <dir>/rgb/<vid>.npy and <dir>/flow/<vid>.npy."""
+  """Unlabelled videos for --mode=predict, from either folder shape:
+
+  * ``<dir>/rgb/<vid>.npy`` and ``<dir>/flow/<vid>.npy``, (n, D) each;
+  * ``<dir>/<vid>.npy`` of shape (n, rgb_dim + flow_dim), rgb columns first
+    (the ACM-Net release), split at the trained model's ``rgb_dim``.
+
+  Video ids are the file names without .npy, whatever their form (v_ ids).
+  """
 
   def __init__(self, directory: str, classes, rgb_dim: int, flow_dim: int, *,
                fps: float, snippet_frames: int):
     rgb_dir, flow_dir = os.path.join(directory, "rgb"), os.path.join(directory, "flow")
-    for d in (rgb_dir, flow_dir):
-      if not os.path.isdir(d):
-        raise errors.MissingFile(f"{d} is missing: --features must hold rgb/ and "
-                                "flow/ folders of <video>.npy files, (n, D) each.")
-    ids = sorted(f[:-4] for f in os.listdir(rgb_dir) if f.endswith(".npy"))
-    if not ids:
-      raise errors.MissingFile(f"no .npy feature files in {rgb_dir}")
     self.classes = list(classes)
     self.fps, self.snippet_frames = fps, snippet_frames   # the time base
-    self.records = []
+    if os.path.isdir(rgb_dir) or os.path.isdir(flow_dir) or not _npy_files(directory):
+      pairs = self._stream_folders(rgb_dir, flow_dir, rgb_dim, flow_dim)
+    else:
+      width = f"(n, {rgb_dim + flow_dim}): rgb ({rgb_dim}) then flow ({flow_dim}) columns"
+      pairs = []
+      for vid in _npy_files(directory):
+        x = _load(os.path.join(directory, vid + ".npy"), rgb_dim + flow_dim, width)
+        pairs.append((vid, x[:, :rgb_dim], x[:, rgb_dim:]))
+    self.records = [data_lib.VideoRecord(
+        video_id=vid, rgb=rgb, flow=flow,
+        labels=np.zeros(len(self.classes), np.float32), segments=(),
+        duration=len(rgb) * snippet_frames / fps, fps=fps,
+        snippet_frames=snippet_frames) for vid, rgb, flow in pairs]
+
+  @staticmethod
+  def _stream_folders(rgb_dir, flow_dir, rgb_dim, flow_dim):
+    for d in (rgb_dir, flow_dir):
+      if not os.path.isdir(d):
+        raise errors.MissingFile(
+            f"{d} is missing: --features must hold rgb/ and flow/ folders of "
+            "<video>.npy files, (n, D) each, or <video>.npy files of shape "
+            f"(n, {rgb_dim} + {flow_dim}) (rgb columns first).")
+    ids = _npy_files(rgb_dir)
+    if not ids:
+      raise errors.MissingFile(f"no .npy feature files in {rgb_dir}")
+    pairs = []
     for vid in ids:
       rgb = _load(os.path.join(rgb_dir, vid + ".npy"), rgb_dim)
       flow = _load(os.path.join(flow_dir, vid + ".npy"), flow_dim)
       if len(rgb) != len(flow):
         raise errors.ConfigError(f"{vid}: rgb has {len(rgb)} snippets but flow has "
-                         f"{len(flow)}; both streams must have the same length.")
-      self.records.append(data_lib.VideoRecord(
-          video_id=vid, rgb=rgb, flow=flow,
-          labels=np.zeros(len(self.classes), np.float32), segments=(),
-          duration=len(rgb) * snippet_frames / fps, fps=fps,
-          snippet_frames=snippet_frames))
+                                 f"{len(flow)}; both streams must have the same length.")
+      pairs.append((vid, rgb, flow))
+    return pairs
 
   def __len__(self):
     return len(self.records)
@@ -141,13 +163,20 @@ class FeatureFolder:
     return self.records[i]
 
 
-def _load(path: str, dim: int) -> np.ndarray:
+def _npy_files(directory: str) -> list:
+  """Sorted video ids of the .npy files in ``directory`` ([] if none)."""
+  if not os.path.isdir(directory):
+    return []
+  return sorted(f[:-4] for f in os.listdir(directory) if f.endswith(".npy"))
+
+
+def _load(path: str, dim: int, shape: str = "") -> np.ndarray:
   if not os.path.exists(path):
     raise errors.MissingFile(f"{path} is missing (every video needs rgb and flow).")
   x = np.load(path, allow_pickle=False).astype(np.float32)
   if x.ndim != 2 or x.shape[1] != dim:
-    raise errors.ConfigError(f"{path}: shape {x.shape}, expected (n, {dim}) like the "
-                     "training features.")
+    raise errors.ConfigError(f"{path}: shape {x.shape}, expected {shape or f'(n, {dim})'} "
+                             "like the training features (run.json rgb_dim, flow_dim).")
   if not np.all(np.isfinite(x)):
     raise errors.ConfigError(f"{path}: contains NaN or inf.")
   return x

@@ -3,6 +3,7 @@
 Skipped unless the optional `data` extra (tensorflow-datasets) is installed;
 never needs TensorFlow.
 """
+import json
 import os
 import subprocess
 import sys
@@ -105,3 +106,86 @@ def test_training_reads_the_prepared_dataset_through_the_config(prepared):
   b = train_batch(raw, 3, seed=1, batch_size=4, num_segments=16)
   for key in ("rgb", "flow", "labels", "fg_mask"):
     np.testing.assert_array_equal(a[key], b[key])
+
+
+@needs_real
+def test_prepared_ground_truth_is_the_release_s(prepared):
+  """Each layout's prepared gt.json (W-TALC arrays converted) gives the
+  evaluator the raw release's test ground truth."""
+  from case_jax import defaults, evaluator
+  raws, data_dir = prepared
+  cfg = defaults.base_config()
+  want = evaluator.load_test_ground_truth(raws["basnet"], cfg)
+  cfg.data.layout = "tfds"
+  for layout in LAYOUTS:
+    cfg.data.tfds_name = f"thumos14/{layout}"
+    got = evaluator.load_test_ground_truth(data_dir, cfg)
+    assert got.video_ids == want.video_ids
+    assert sorted(got.class_names) == sorted(want.class_names)
+    np.testing.assert_array_equal(got.segments, want.segments)
+    assert [got.class_names[i] for i in got.label] == [
+        want.class_names[i] for i in want.label]
+
+
+def test_prepare_takes_the_class_list_from_a_file(tmp_path):
+  from case_jax.data.synthetic import class_names, write_synthetic_thumos
+  write_synthetic_thumos(tmp_path / "raw", num_train=8, num_test=4,
+                         num_classes=3, feature_dim=4)
+  names = class_names(3)[::-1]
+  (tmp_path / "classes.txt").write_text("\n".join(names) + "\n")
+  assert prepare_main(["--dataset=synthetic", f"--manual_dir={tmp_path}/raw",
+                       f"--data_dir={tmp_path}/tfds",
+                       f"--classes={tmp_path}/classes.txt"]) == 0
+  ds = tb.TFDSDataset("synthetic/basnet", "train", data_dir=str(tmp_path / "tfds"))
+  assert ds.classes == names
+  raw = quiet_raw(str(tmp_path / "raw"), "train", "basnet")
+  # Column c of the labels is class names[c], whatever the order.
+  np.testing.assert_array_equal(ds.labels(), raw.labels()[:, ::-1])
+
+
+@pytest.mark.slow
+def test_prepared_synthetic_data_through_the_cli(tmp_path):
+  """Synthetic data, prepared, then train / evaluate / predict with
+  --config.data.layout=tfds through python -m case_jax.main."""
+  from case_jax.data.synthetic import write_synthetic_thumos
+  from tests.test_end_to_end import concatenated_copy, run_main
+  raw, data_dir = tmp_path / "raw", str(tmp_path / "tfds")
+  write_synthetic_thumos(raw, num_train=16, num_test=6, num_classes=4,
+                         feature_dim=8, max_snippets=120)
+  assert prepare_main(["--dataset=synthetic", f"--manual_dir={raw}",
+                       f"--data_dir={data_dir}"]) == 0
+  work = str(tmp_path / "run")
+  common = ["--config=configs/synthetic.py", f"--workdir={work}",
+            # data.layout=auto finds the prepared dataset and its name
+            f"--config.data.root={data_dir}", "--config.num_steps=6",
+            "--config.eval_every=6", "--config.checkpoint_every=6",
+            "--config.log_every=3", "--config.data.num_segments=32",
+            "--config.model.embed_dim=16"]
+  out = run_main(*common)
+  assert "Detection mAP of the final checkpoint (step 6)" in out
+  logged = json.load(open(os.path.join(work, "eval", "metrics.json")))
+  run_main(*common, "--mode=evaluate")
+  again = json.load(open(os.path.join(work, "eval", "metrics.json")))
+  assert again["average_map"] == logged["average_map"]
+  feats = concatenated_copy(raw / "features" / "test", tmp_path / "joint")
+  run_main(*common, "--mode=predict", f"--features={feats}")
+  pred = json.load(open(os.path.join(work, "predict", "detections.json")))
+  assert set(pred["results"]) <= {n[:-4] for n in os.listdir(feats)}
+
+
+def test_an_unprepared_dataset_is_refused_in_one_line(tmp_path):
+  """Not prepared (or at an older version), or no such name: the refusal
+  names data.root / data.tfds_name and the prepare command, and nothing
+  is built behind the user's back."""
+  from tests.cli_check import assert_clean_refusal, run_module
+  common = ["--config=configs/synthetic.py", f"--workdir={tmp_path}/run",
+            "--config.data.dataset=thumos14", "--config.data.layout=tfds",
+            f"--config.data.root={tmp_path}", "--config.num_steps=2"]
+  proc = run_module("case_jax.main", *common,
+                    "--config.data.tfds_name=synthetic/basnet")
+  assert_clean_refusal(proc, "not prepared", "case_jax.data.prepare",
+                       "--dataset=synthetic")
+  assert not os.path.exists(tmp_path / "downloads")
+  proc = run_module("case_jax.main", *common,
+                    "--config.data.tfds_name=thumos/basnet")
+  assert_clean_refusal(proc, "data.tfds_name='thumos/basnet'", "thumos14/basnet")

@@ -73,6 +73,20 @@ def test_train_evaluate_predict(tmp_path):
   pred = json.load(open(os.path.join(work, "predict", "detections.json")))
   assert set(pred["results"]) <= {n[:-4] for n in os.listdir(feats / "rgb")}
 
+  # The same features as (n, D_rgb + D_flow) files give the same detections.
+  joint = concatenated_copy(feats, tmp_path / "joint")
+  run_main(*common, "--mode=predict", f"--features={joint}")
+  assert json.load(open(os.path.join(work, "predict", "detections.json"))) == pred
+
+
+def concatenated_copy(feats, out):
+  """rgb/ + flow/ folders -> one folder of (n, D_rgb + D_flow) files."""
+  os.makedirs(out)
+  for name in os.listdir(os.path.join(feats, "rgb")):
+    np.save(os.path.join(out, name), np.concatenate(
+        [np.load(os.path.join(feats, s, name)) for s in ("rgb", "flow")], 1))
+  return str(out)
+
 
 def test_predict_rejects_a_bad_feature_folder(tmp_path):
   from case_jax import runs
@@ -84,3 +98,27 @@ def test_predict_rejects_a_bad_feature_folder(tmp_path):
   np.save(tmp_path / "flow" / "v.npy", np.zeros((5, 4), np.float32))
   with pytest.raises(ValueError, match=r"expected \(n, 4\)"):
     runs.FeatureFolder(str(tmp_path), ["a"], 4, 4, fps=25.0, snippet_frames=16)
+
+
+def test_predict_reads_concatenated_feature_files(tmp_path):
+  """(n, rgb_dim + flow_dim) files (ACM-Net, v_ ids) = rgb/ + flow/ folders."""
+  from case_jax import runs
+  rng = np.random.default_rng(0)
+  for vid, n in (("v_abc", 5), ("v_de-f", 7)):
+    for stream, d in (("rgb", 4), ("flow", 3)):
+      os.makedirs(tmp_path / "sep" / stream, exist_ok=True)
+      np.save(tmp_path / "sep" / stream / f"{vid}.npy",
+              rng.normal(size=(n, d)).astype(np.float32))
+  joint = concatenated_copy(tmp_path / "sep", tmp_path / "joint")
+  kw = dict(fps=25.0, snippet_frames=16)
+  a = runs.FeatureFolder(str(tmp_path / "sep"), ["a"], 4, 3, **kw)
+  b = runs.FeatureFolder(joint, ["a"], 4, 3, **kw)
+  assert [r.video_id for r in b] == ["v_abc", "v_de-f"]
+  for x, y in zip(a, b):
+    assert x.video_id == y.video_id and x.duration == y.duration
+    np.testing.assert_array_equal(x.rgb, y.rgb)
+    np.testing.assert_array_equal(x.flow, y.flow)
+  np.save(os.path.join(joint, "v_bad.npy"), np.zeros((5, 6), np.float32))
+  with pytest.raises(ValueError, match=r"v_bad.npy.*\(n, 7\): rgb \(4\) then "
+                     r"flow \(3\)"):
+    runs.FeatureFolder(joint, ["a"], 4, 3, **kw)

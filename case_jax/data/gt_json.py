@@ -196,3 +196,17 @@ def check_split_vs_gt(ids: Sequence[str], gt: Mapping[str, GtVideo],
                   "split an evaluator reading gt.json counts their instances "
                   "as misses", LayoutWarning, stacklevel=3)
   return rejected, found
+
+
+def gt_to_json(gt: Mapping[str, GtVideo]) -> dict:
+  """{video_id: GtVideo} -> the ActivityNet-style object ``parse_gt``
+  reads back (a missing duration is left out, as parse_gt allows)."""
+  database = {}
+  for vid, v in gt.items():
+    entry = {"subset": v.subset,
+             "annotations": [{"segment": [float(s), float(e)], "label": lab}
+                             for s, e, lab in v.annotations]}
+    if v.duration is not None:
+      entry["duration"] = float(v.duration)
+    database[vid] = entry
+  return {"database": database}

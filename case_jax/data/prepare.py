@@ -1,7 +1,15 @@
 """Prepares a raw feature release as a TFDS array_record dataset (no TF).
 
   python -m case_jax.data.prepare --dataset=thumos14 --layout=basnet \
-      --manual_dir=/path/to/release --data_dir=~/tensorflow_datasets
+      --manual_dir=/path/to/release --data_dir=~/tensorflow_datasets \
+      [--classes=FILE]
+
+The class list is FILE (one name per line), else the sorted labels of the
+release's training split; it is stored with the prepared data, as is the
+ground truth (gt.json), so training and evaluation need only data_dir
+(``--config.data.layout=tfds --config.data.tfds_name=thumos14/basnet
+--config.data.root=<data_dir>``).  ``--dataset=synthetic`` prepares the
+project's synthetic data (python -m case_jax.data.synthetic).
 
 Needs the ``data`` extra (pip install -e .[data]); see
 ``case_jax.data.tfds_builders`` for what is stored and how to read it back.
@@ -14,6 +22,7 @@ import sys
 from typing import Optional, Sequence
 
 from case_jax import errors
+from case_jax.data.classes import read_class_file
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -22,8 +31,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m case_jax.data.prepare",
                                    description=__doc__.split("\n")[0])
   parser.add_argument("--dataset", required=True,
-                      choices=("thumos14", "activitynet12", "activitynet13"),
-                      help="which dataset the release holds")
+                      choices=("thumos14", "activitynet12", "activitynet13",
+                               "synthetic"),
+                      help="which dataset the release holds (the builder; "
+                           "data.tfds_name is <dataset>/<layout>)")
   parser.add_argument("--layout", default=None,
                       help="builder config: basnet | wtalc | acmnet "
                            "(thumos14); default the dataset's release layout")
@@ -33,6 +44,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       default=os.path.expanduser("~/tensorflow_datasets"),
                       help="where the TFDS dataset is written "
                            "(default ~/tensorflow_datasets)")
+  parser.add_argument("--classes", default=None,
+                      help="class-list file, one name per line (default: "
+                           "the sorted labels of the training split)")
   parser.add_argument("--verbose", action="store_true",
                       help="show the traceback of a user error")
   args = parser.parse_args(argv)
@@ -51,8 +65,10 @@ def _prepare(args) -> int:
   except ImportError as e:
     raise errors.ConfigError(f"tensorflow-datasets is not installed ({e}); "
                              "pip install -e '.[data]'") from None
+  classes = read_class_file(args.classes) if args.classes else None
   builder = tfds_builders.prepare(args.dataset, args.manual_dir,
-                                  args.data_dir, layout=args.layout)
+                                  args.data_dir, layout=args.layout,
+                                  classes=classes)
   print(f"prepared {builder.info.full_name} in {builder.data_dir}")
   return 0
 

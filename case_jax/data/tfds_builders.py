@@ -21,10 +21,14 @@ a sequence of ``VideoRecord`` like the raw readers, same order, so
 Stored example: video_id (text), index (position in the split), rgb / flow
 flattened float32 with num_snippets and dim (any D without a config per
 width), labels (C,) float32, segments (k, 2) and duration as float64 seconds
-(kept as int64 bit patterns, exact), segment_labels (k,) class indices.  The class list is the builder's
-``CLASSES`` (THUMOS14: the released order); for ActivityNet, where the class
-list comes from the annotations, the builder stores it in
-``classes.txt`` next to the prepared files.
+(kept as int64 bit patterns, exact), segment_labels (k,) class indices.
+
+Next to the prepared files (``prepared_file``) the builder stores
+``classes.txt``, the class list (given to ``prepare``, else the sorted labels
+of the release's training split: for THUMOS14 the released order), and
+``gt.json``, the release's ground truth in the ActivityNet form (W-TALC
+annotation arrays converted; ids as the examples spell them), which
+evaluation reads for ``data.layout="tfds"``.
 """
 from __future__ import annotations
 
@@ -34,12 +38,17 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
+from case_jax import fileio
+from case_jax.data.acmnet_layout import ANET_PREFIX
+from case_jax.data.gt_json import gt_to_json, read_gt
 from case_jax.data.layouts import open_dataset
 from case_jax.data.records import (FEATURE_FPS, SNIPPET_FRAMES, LayoutError,
                                    Segment, VideoRecord)
-from case_jax.data.thumos_layout import THUMOS14_CLASSES
+from case_jax.data.wtalc_files import read_annotations
+from case_jax.data.wtalc_layout import find_name
 
 CLASSES_FILE = "classes.txt"
+GT_FILE = "gt.json"
 
 
 class _Config(tfds.core.BuilderConfig):
@@ -68,9 +77,10 @@ def _features() -> tfds.features.FeaturesDict:
 
 class _WTALBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Shared body: one example per video of the raw release's splits."""
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
-  CLASSES: Optional[Sequence[str]] = None
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release.",
+                   "1.1.0": "Class list from the release (or given), and "
+                            "the ground truth stored as gt.json."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       "Put the feature release in manual_dir, in the layout of the config: "
       "basnet = gt.json, split_{train,test}.txt, features/{train,test}/"
@@ -78,6 +88,11 @@ class _WTALBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       "<NAME>-Annotations/; acmnet = gt.json, split files, per-video (n, 2D) "
       ".npy under features/<split> or <split>/ (validation/ for the test "
       "split).")
+  def __init__(self, *, classes: Optional[Sequence[str]] = None, **kwargs):
+    # classes: the list to prepare with (prepare --classes); None = derived.
+    super().__init__(**kwargs)
+    self.given_classes = tuple(classes) if classes else None
+
   def _info(self) -> tfds.core.DatasetInfo:
     # No shuffling: examples keep the release's video order.
     return self.dataset_info_from_configs(features=_features(),
@@ -85,17 +100,21 @@ class _WTALBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _split_generators(self, dl_manager):
     root = os.fspath(dl_manager.manual_dir)
-    # Both splits in one class list: the builder's, else the training
+    layout = self.builder_config.layout
+    # Both splits in one class list: the given one, else the training
     # split's labels (the rule of case_jax.data.classes).
-    classes = self.CLASSES or open_dataset(
-        root, "train", self.builder_config.layout).classes
-    return {split: self._generate_examples(root, split, classes)
-            for split in ("train", "test")}
+    classes = self.given_classes or open_dataset(root, "train", layout).classes
+    splits = {split: open_dataset(root, split, layout, classes=classes)
+              for split in ("train", "test")}
+    self._ground_truth = _release_gt(root, layout, [
+        v for ds in splits.values() for v in ds.video_ids])
+    return {split: self._generate_examples(ds)
+            for split, ds in splits.items()}
 
-  def _generate_examples(self, root: str, split: str, classes):
-    ds = open_dataset(root, split, self.builder_config.layout,
-                      classes=classes)
-    self._save_classes(ds.classes)
+  def _generate_examples(self, ds):
+    # Written here, not in _split_generators: data_dir is the folder being
+    # prepared only while examples are generated.
+    self._save_prepared(ds.classes)
     for i in range(len(ds)):
       r = ds[i]
       # With shuffling disabled TFDS orders examples by key: a zero-padded
@@ -112,15 +131,29 @@ class _WTALBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                                      np.int64),
           "duration_f64": np.float64(r.duration).view(np.int64)}
 
-  def _save_classes(self, classes: Sequence[str]) -> None:
+  def _save_prepared(self, classes: Sequence[str]) -> None:
     os.makedirs(self.data_dir, exist_ok=True)
     with open(os.path.join(self.data_dir, CLASSES_FILE), "w") as f:
       f.write("".join(c + "\n" for c in classes))
+    fileio.write_json(os.path.join(self.data_dir, GT_FILE),
+                      gt_to_json(self._ground_truth))
+
+
+def _release_gt(root: str, layout: str, video_ids: Sequence[str]) -> dict:
+  """The release's annotations {video_id: GtVideo}, keyed like the
+  examples (ACM-Net features may add 'v_' to gt.json's ids)."""
+  if layout == "wtalc":
+    gt = read_annotations(os.path.join(root, find_name(root) + "-Annotations"),
+                          need_duration=False)["gt"]
+  else:
+    gt = read_gt(os.path.join(root, GT_FILE))
+  ids = set(video_ids)
+  return {(ANET_PREFIX + k if k not in ids and ANET_PREFIX + k in ids else k): v
+          for k, v in gt.items()}
 
 
 class Thumos14(_WTALBuilder):
   """THUMOS14 I3D features (20 classes), from any of the three layouts."""
-  CLASSES = THUMOS14_CLASSES
   BUILDER_CONFIGS = [_Config(name=l, layout=l, description=f"{l} layout")
                      for l in ("basnet", "wtalc", "acmnet")]
 
@@ -135,16 +168,24 @@ class Activitynet13(_WTALBuilder):
   BUILDER_CONFIGS = [_Config(name="acmnet", layout="acmnet")]
 
 
+class Synthetic(_WTALBuilder):
+  """The project's synthetic data (case_jax.data.synthetic; test/demo)."""
+  BUILDER_CONFIGS = [_Config(name="basnet", layout="basnet")]
+
+
 BUILDERS = {"thumos14": Thumos14, "activitynet12": Activitynet12,
-            "activitynet13": Activitynet13}
+            "activitynet13": Activitynet13, "synthetic": Synthetic}
 
 
 def prepare(dataset: str, manual_dir: str, data_dir: str,
-            layout: Optional[str] = None) -> tfds.core.DatasetBuilder:
-  """Prepares a release as array_record under data_dir; returns the builder."""
+            layout: Optional[str] = None,
+            classes: Optional[Sequence[str]] = None
+            ) -> tfds.core.DatasetBuilder:
+  """Prepares a release as array_record under data_dir; returns the builder.
+  ``classes``: the class list; None = the training split's labels."""
   cls = BUILDERS[dataset]
   config = layout or cls.BUILDER_CONFIGS[0].name
-  builder = cls(config=config, data_dir=data_dir)
+  builder = cls(config=config, data_dir=data_dir, classes=classes)
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir),
       file_format="array_record")
@@ -170,9 +211,9 @@ class TFDSDataset:
   def __init__(self, name: str, split: str, *, data_dir: str,
                fps: float = FEATURE_FPS, snippet_frames: int = SNIPPET_FRAMES):
     self.fps, self.snippet_frames = fps, snippet_frames
+    prepared_builder(name, data_dir)  # else data_source would try to build it
     self.source = tfds.data_source(name, split=split, data_dir=data_dir)
-    builder = tfds.builder(name, data_dir=data_dir)
-    path = os.path.join(os.fspath(builder.data_dir), CLASSES_FILE)
+    path = prepared_file(name, data_dir, CLASSES_FILE)
     if not os.path.isfile(path):
       raise LayoutError(f"{path}: class list not found; re-run "
                         "python -m case_jax.data.prepare for this dataset")
@@ -218,6 +259,32 @@ class TFDSDataset:
 
   def __iter__(self):
     return (self[i] for i in range(len(self)))
+
+
+def prepared_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+  """The builder of ``name`` ("thumos14/basnet"), refused (``LayoutError``)
+  unless it is prepared in ``data_dir`` at this code's version."""
+  known = [f"{k}/{c.name}" for k, cls in BUILDERS.items()
+           for c in cls.BUILDER_CONFIGS]
+  if name.split(":")[0] not in known:
+    raise LayoutError(f"data.tfds_name={name!r} is not a prepared-dataset "
+                      f"name; use one of {known}")
+  builder = tfds.builder(name, data_dir=data_dir)
+  if not builder.is_prepared():
+    raise LayoutError(
+        f"{builder.data_dir}: {name} version {builder.version} is not prepared"
+        f" in data.root={data_dir}; run python -m case_jax.data.prepare "
+        f"--dataset={name.split('/')[0]} --layout={builder.builder_config.name}"
+        f" --manual_dir=<release> --data_dir={data_dir} (data prepared by an "
+        "older version must be prepared again)")
+  return builder
+
+
+def prepared_file(name: str, data_dir: str, filename: str) -> str:
+  """Path of a file stored with the prepared dataset ``name`` (classes.txt,
+  gt.json): the folder of its array_record files."""
+  return os.path.join(os.fspath(prepared_builder(name, data_dir).data_dir),
+                      filename)
 
 
 def _text(value) -> str:
