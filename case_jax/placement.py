@@ -57,7 +57,7 @@ def split_rows(batch: dict, n: int, keys=DEVICE_KEYS, multiple: Optional[int] = 
     x = np.asarray(batch[key])
     if x.shape[0] % n:
       raise errors.ConfigError(f"{x.shape[0]} rows are not divisible by the {n} devices; "
-                       f"set --config.batch_size to a multiple of {multiple or n}.")
+                               f"set --config.batch_size to a multiple of {multiple or n}.")
     out[key] = x.reshape((n, x.shape[0] // n) + x.shape[1:])
   return out
 
@@ -110,7 +110,7 @@ def process_rows(global_batch: int, process_index: Optional[int] = None,
   n = jax.process_count() if process_count is None else process_count
   if global_batch % n:
     raise errors.ConfigError(f"batch_size {global_batch} is not divisible by the {n} "
-                     "processes.")
+                             "processes.")
   per = global_batch // n
   return slice(p * per, (p + 1) * per)
 

@@ -62,7 +62,7 @@ def parse_seeds(text) -> list[int]:
     seeds = [int(p) for p in str(text).replace(" ", "").split(",") if p != ""]
   except ValueError:
     raise errors.ConfigError(f"seeds must be comma-separated integers like '0,1,2', "
-                     f"got {text!r}") from None
+                             f"got {text!r}") from None
   if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
     raise errors.ConfigError(f"seeds must be distinct non-negative integers, got {text!r}")
   return seeds
@@ -138,7 +138,7 @@ def choose_mode(cfg, seeds, devices, *, dims) -> tuple[str, str]:
     raise errors.ConfigError(f"seeds_mode must be one of {MODES}, got {mode!r}")
   if mode == "vmap" and jax.process_count() > 1:
     raise errors.ConfigError("seeds_mode='vmap' runs in one process; use 'sequential' "
-                     "for a multi-process run.")
+                             "for a multi-process run.")
   if mode != "auto":
     return mode, "as configured"
   if len(seeds) < 2:

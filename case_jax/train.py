@@ -62,7 +62,7 @@ def make_optimizer(optim_cfg) -> optax.GradientTransformation:
     return optax.adamw(optim_cfg.learning_rate, weight_decay=optim_cfg.weight_decay,
                        **adam)
   raise errors.ConfigError(f"optim.decay must be 'coupled' or 'decoupled', got "
-                   f"{optim_cfg.decay!r}")
+                           f"{optim_cfg.decay!r}")
 
 
 def create_train_state(cfg, model, tx, *, rgb_dim: int, flow_dim: int,
@@ -178,7 +178,7 @@ def fit(cfg, runs: Sequence[tuple], *, stacked: bool, train_set=None,
   place = placement_lib.Placement.create(devices, cfg.batch_size)
   if stacked and place.multiprocess:
     raise errors.ConfigError("stacked seeds run in one process; use seeds_mode="
-                     "'sequential' for a multi-process run.")
+                             "'sequential' for a multi-process run.")
 
   # ---- Input -------------------------------------------------------------------
   root = None

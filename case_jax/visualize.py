@@ -223,7 +223,7 @@ def _snippet_times(rec, num_segments, sampling="resample") -> np.ndarray:
 def check_projection(projection: str) -> None:
   if projection not in PROJECTIONS:
     raise errors.ConfigError(f"projection must be one of {list(PROJECTIONS)}, got "
-                     f"{projection!r}")
+                             f"{projection!r}")
 
 
 def write_plots(cfg, workdir: str, *, model, state, test_set=None,

@@ -192,7 +192,7 @@ def read_run_info(directory: str) -> dict:
   path = os.path.join(directory, "run.json")
   if not os.path.exists(path):
     raise errors.MissingFile(f"{path} is missing: is {directory!r} a training "
-                            "workdir (python -m case_jax.main --mode=train)?")
+                             "workdir (python -m case_jax.main --mode=train)?")
   return fileio.read_json(path)
 
 

@@ -139,3 +139,23 @@ def test_bad_gt_json_is_refused_the_same_way_for_evaluation(tmp_path):
   path.write_text('{"database": {"a": {"subset": "test", "annotations": []}}}')
   assert read_gt(path)["a"].annotations == ()
   assert ground_truth.load_gt_json(path).video_ids == ("a",)
+
+
+def test_repeated_names_each_repeat_in_order():
+  from case_jax.data.records import repeated
+  assert repeated([]) == [] and repeated(["a", "b"]) == []
+  # "a" comes back twice, "b" once, in the order the repeats occur.
+  assert repeated(["a", "b", "a", "c", "b", "a"]) == ["a", "b", "a"]
+  assert repeated(x for x in "xyx") == ["x"]          # any iterable
+
+
+def test_a_video_listed_twice_in_a_split_is_refused():
+  import numpy as np
+  from case_jax.data import LayoutError
+  from case_jax.data.generic import SourceDataset, VideoSource
+  from case_jax.data.records import GtVideo
+  gt = GtVideo(subset="test", duration=None, annotations=())
+  feats = lambda: (np.zeros((3, 2), np.float32), np.zeros((3, 2), np.float32))
+  src = lambda vid: VideoSource(vid, gt, f"{vid}.npy", lambda: ((3, 2), (3, 2)), feats)
+  with pytest.raises(LayoutError, match="video 'v1' is listed twice"):
+    SourceDataset([src("v0"), src("v1"), src("v1")], ["a"], origin="root")

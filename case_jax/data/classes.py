@@ -20,6 +20,7 @@ import json
 import os
 from typing import Optional, Sequence
 
+from case_jax.data.records import repeated
 from case_jax.errors import ConfigError, MissingFile
 
 KEY = "data.classes"
@@ -34,11 +35,7 @@ def check_names(names: Sequence, source: str) -> tuple[str, ...]:
   if bad:
     raise ConfigError(f"{source}: class names must be non-empty strings, got "
                       f"{', '.join(bad[:5])}; fix the class list")
-  seen, dups = set(), []
-  for n in names:
-    if n in seen:
-      dups.append(n)
-    seen.add(n)
+  dups = repeated(names)
   if dups:
     raise ConfigError(f"{source}: class {dups[0]!r} is listed twice; list "
                       "each class once")

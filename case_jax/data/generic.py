@@ -32,7 +32,7 @@ import numpy as np
 
 from case_jax.data.records import (FEATURE_FPS, SNIPPET_FRAMES, GtVideo,
                                    LayoutError, LayoutWarning, Segment,
-                                   VideoRecord, name_some)
+                                   VideoRecord, name_some, repeated)
 
 ON_ERROR = ("raise", "skip")
 # (rgb (n, D), flow (n, D)) shapes of one video, read without the values.
@@ -227,12 +227,12 @@ class SourceDataset:
     return records
 
   def _probe_all(self, sources, problems) -> dict[str, Shapes]:
-    shapes, seen = {}, set()
+    twice = repeated(s.video_id for s in sources)
+    if twice:
+      raise LayoutError(f"{self.origin}: video '{twice[0]}' is listed "
+                        "twice in this split; list each video once")
+    shapes = {}
     for s in sources:
-      if s.video_id in seen:
-        raise LayoutError(f"{self.origin}: video '{s.video_id}' is listed "
-                          "twice in this split; list each video once")
-      seen.add(s.video_id)
       try:
         shapes[s.video_id] = s.probe()
       except LayoutError as e:

@@ -19,7 +19,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from case_jax.data.records import (GtVideo, LayoutError, LayoutWarning,
-                                   NoSplit, name_some)
+                                   NoSplit, name_some, repeated)
 
 # gt.json subset names accepted for each split.  "validation" is on both
 # sides: THUMOS14's official validation videos are the WTAL training set,
@@ -123,11 +123,7 @@ def read_split(path: str | os.PathLike) -> tuple[str, ...]:
                   "per line")
   with open(path) as f:
     ids = tuple(line.strip() for line in f if line.strip())
-  seen, dups = set(), []
-  for vid in ids:
-    if vid in seen:
-      dups.append(vid)
-    seen.add(vid)
+  dups = repeated(ids)
   if dups:
     raise LayoutError(f"{path}: duplicate video ids {name_some(dups)}; list "
                       "each video once")

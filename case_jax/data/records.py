@@ -115,6 +115,17 @@ class VideoDataset(Protocol):
     ...
 
 
+def repeated(items) -> list:
+  """The items that occur again, at each repeat, in order (a class listed
+  twice, a video listed twice in a split): [] when all are distinct."""
+  seen, again = set(), []
+  for item in items:
+    if item in seen:
+      again.append(item)
+    seen.add(item)
+  return again
+
+
 def name_some(items: Sequence[str]) -> str:
   """The first ``MAX_NAMED`` items, comma-separated, then "and N more"."""
   items = list(items)
