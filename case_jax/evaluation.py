@@ -210,6 +210,24 @@ def evaluate_detections(gt: Union[GroundTruth, str],
 # ---------------------------------------------------------------------------
 # CLI.
 # ---------------------------------------------------------------------------
+def evaluate_indexed(gt: GroundTruth, detections_by_video: Mapping[str, Sequence[dict]],
+                     class_names: Sequence[str], tiou_thresholds, *,
+                     tie_order: str = "numpy") -> dict:
+  """``evaluate_detections`` of detections whose labels are indices into
+  ``class_names`` ({video id: [{"label", "score", "segment"}]}, as
+  detection.detect_video gives them).  Labels absent from the GT subset
+  are left out: the official evaluator rejects them, and they cannot change
+  the mAP (it averages over the GT's classes); a small test split can lack
+  a class that is still predicted."""
+  scored = set(gt.class_names)
+  results = outputs.to_result_json(
+      {vid: [d for d in ds if class_names[d["label"]] in scored]
+       for vid, ds in detections_by_video.items()}, class_names)
+  found = detection_set.detections_from_results(results, source="<detections>")
+  return evaluate_detections(gt, found, np.asarray(tiou_thresholds, np.float64),
+                             tie_order=tie_order)
+
+
 def parse_tiou(text: str) -> np.ndarray:
   """'a:b:n' -> np.linspace(a, b, n); a single number -> [a]."""
   parts = text.split(":")

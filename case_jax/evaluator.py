@@ -14,13 +14,11 @@ import os
 import sys
 from typing import Optional
 
-import numpy as np
-
 from case_jax import data as data_lib
 from case_jax import errors
 from case_jax.data import ground_truth
-from case_jax import (datasets, detection_set, evaluation, fileio, inference,
-                      outputs)
+from case_jax import (datasets, evaluation, fileio, inference, outputs,
+                      reference_points)
 
 SNIPPET_KEYS = ("test_fb_acc", "test_H_pc", "test_H_mean_pc")
 
@@ -131,9 +129,11 @@ class Evaluator:
       raise errors.MissingFile(str(e)) from None
     return cls(cfg, test_set, gt)
 
-  def run(self, model, state) -> dict:
+  def run(self, model, state, *, references: bool = False) -> dict:
     """Detects on the test split with ``state`` and scores it.
 
+    ``references``: also the chance and upper-bound reference points
+    (case_jax/reference_points.py), under "references".
     Returns {"result": evaluate_detections' output, "scalars": flat metrics
     (mAP, mAP@t, summaries, snippet statistics), "detections": by video
     with class-name labels, "raw": by video with class indices, "stats":
@@ -145,23 +145,17 @@ class Evaluator:
     names = list(self.test_set.classes)
     named = {vid: [dict(d, label=names[d["label"]]) for d in ds]
              for vid, ds in dets.items()}
-    # The official evaluator rejects labels absent from the GT subset; a small
-    # test split can lack a class the model still predicts.  Those detections
-    # cannot change the mAP (it averages over GT classes), so they are left
-    # out of scoring here (they stay in the written detections).
-    scored = set(self.gt.class_names)
-    results = outputs.to_result_json(
-        {vid: [d for d in ds if names[d["label"]] in scored]
-         for vid, ds in dets.items()}, names)
-    found = detection_set.detections_from_results(results,
-                                                  source="<model detections>")
-    result = evaluation.evaluate_detections(
-        self.gt, found, np.asarray(cfg.eval.tiou_thresholds, np.float64),
-        tie_order=cfg.eval.tie_order)
-    return {"result": result, "scalars": {**scalar_metrics(result),
-                                          **snippet_scalars(stats)},
-            "detections": named, "raw": dets, "stats": stats,
-            "class_names": names}
+    result = evaluation.evaluate_indexed(self.gt, dets, names, cfg.eval.tiou_thresholds,
+                                         tie_order=cfg.eval.tie_order)
+    out = {"result": result, "scalars": {**scalar_metrics(result),
+                                         **snippet_scalars(stats)},
+           "detections": named, "raw": dets, "stats": stats,
+           "class_names": names}
+    if references:
+      out["references"] = {
+          **reference_points.reference_points(self.gt, self.test_set, dets, cfg),
+          "bg_rate": float(stats["bg_rate"])}
+    return out
 
   @staticmethod
   def write(out_dir: str, evaluated: dict, extra: Optional[dict] = None) -> dict:
@@ -172,13 +166,28 @@ class Evaluator:
       outputs.write_detection_files(out_dir, evaluated["raw"], evaluated["class_names"])
       return {"detections": os.path.join(out_dir, outputs.DETECTIONS_JSON)}
     sc = evaluated["scalars"]
+    refs = ({"reference_points": evaluated["references"]}
+            if "references" in evaluated else {})
     return outputs.write_eval_outputs(out_dir, evaluated, {
-        **{k: sc[k] for k in SNIPPET_KEYS}, **(extra or {})})
+        **{k: sc[k] for k in SNIPPET_KEYS}, **refs, **(extra or {})})
 
   def summary_text(self, evaluated: dict, what: str) -> str:
     """The mAP table and snippet statistics of ``what`` (e.g. "checkpoint
     step 40"), for the terminal."""
     sc = evaluated["scalars"]
-    return (f"Detection mAP of {what}, {len(self.test_set)} test videos:\n" + outputs.format_map_table(evaluated["result"]) +
+    return (f"Detection mAP of {what}, {len(self.test_set)} test videos:\n" +
+            outputs.format_map_table(evaluated["result"],
+                                     references=evaluated.get("references")) +
             f"\nF&B snippet accuracy: {100 * sc['test_fb_acc']:.2f}%   H(P^C) "
             f"{sc['test_H_pc']:.3f}   H(mean P^C) {sc['test_H_mean_pc']:.3f} nats\n")
+
+  @staticmethod
+  def standing_text(evaluated: dict) -> str:
+    """Where the model stands between chance and the upper bound, and its
+    F&B accuracy against the all-background rate ("" without references)."""
+    refs = evaluated.get("references")
+    if not refs:
+      return ""
+    return reference_points.standing_text(
+        evaluated["result"]["average_map"], refs,
+        evaluated["scalars"]["test_fb_acc"], refs["bg_rate"])

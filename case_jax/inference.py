@@ -64,11 +64,12 @@ class SnippetStats:
   """Accumulates snippet diagnostics batch by batch over a dataset.
 
   fb_acc: F&B accuracy of the foreground scores at 0.5 (Table 2 "ACC");
-  H_pc, H_mean_pc: H(P^C) and H(mean P^C) of the fused P^C (Table 4).
+  bg_rate: the share of background snippets (the accuracy of calling every
+  snippet background); H_pc, H_mean_pc: H(P^C) and H(mean P^C) of the fused P^C (Table 4).
   """
 
   def __init__(self):
-    self.hits = self.total = 0.0
+    self.hits = self.total = self.background = 0.0
     self.p_cs = []
 
   def add(self, fg, p_c, batch) -> None:
@@ -76,6 +77,7 @@ class SnippetStats:
     n = float(((batch["fg_mask"] >= 0) & batch["valid"][:, None]).sum())
     self.hits += fb_accuracy(fg, batch["fg_mask"], batch["valid"]) * n
     self.total += n
+    self.background += float(((batch["fg_mask"] == 0) & batch["valid"][:, None]).sum())
     # Kept as the valid rows only: batches may differ in T (short test
     # videos at their own length, data.test_sampling="no_upsample").
     p_c = np.asarray(p_c)
@@ -84,7 +86,8 @@ class SnippetStats:
   def result(self) -> dict:
     h_pc, h_mean = clustering_entropies(np.concatenate(self.p_cs))
     return {"fb_acc": self.hits / max(self.total, 1.0), "H_pc": h_pc,
-            "H_mean_pc": h_mean}
+            "H_mean_pc": h_mean,
+            "bg_rate": self.background / max(self.total, 1.0)}
 
 
 def dataset_snippet_stats(dataset, model, params, q_r, *, num_segments: int,
@@ -150,6 +153,25 @@ def score_batch(model, params, q_r, rgb, flow, *, omega, fg_score, k):
           foreground_scores(out, q_r, fg_score))
 
 
+def detect_scores(snippet_scores, video_scores, length: int, dataset, inf_cfg,
+                  *, thresholds=None) -> list:
+  """``detection.detect_video`` with the config's inference settings and the
+  dataset's time base: snippet_scores (T', C) of a video of ``length``
+  snippets sampled to T', video_scores (C,).  ``thresholds``: the
+  proposal thresholds, already parsed (None: from inf_cfg)."""
+  inf = inf_cfg
+  if thresholds is None:
+    thresholds = detection.proposal_thresholds(inf.thresholds)
+  return detection.detect_video(
+      snippet_scores, video_scores, length, class_threshold=inf.class_threshold,
+      scale=inf.scale, thresholds=thresholds,
+      num_segments=np.shape(snippet_scores)[0],
+      fps=dataset.fps, snippet_frames=dataset.snippet_frames,
+      outer_ratio=inf.outer_ratio, video_weight=inf.video_weight, nms=inf.nms,
+      iou_threshold=inf.nms_iou, sigma=inf.nms_sigma,
+      max_detections=inf.max_detections)
+
+
 def detect_dataset(dataset, model, params, q_r, cfg, *, keep_scores: bool = False):
   """Detections for every video of ``dataset`` (uniform sampling to T; a
   video shorter than T at its own length with data.test_sampling =
@@ -179,13 +201,8 @@ def detect_dataset(dataset, model, params, q_r, cfg, *, keep_scores: bool = Fals
     stats.add(fg, p_c, batch)
     for i in np.flatnonzero(batch["valid"]):
       vid = str(batch["video_ids"][i])
-      dets[vid] = detection.detect_video(
-          s[i], v[i], int(batch["lengths"][i]), class_threshold=inf.class_threshold,
-          scale=inf.scale, thresholds=thresholds, num_segments=t_b,
-          fps=dataset.fps, snippet_frames=dataset.snippet_frames,
-          outer_ratio=inf.outer_ratio, video_weight=inf.video_weight, nms=inf.nms,
-          iou_threshold=inf.nms_iou, sigma=inf.nms_sigma,
-          max_detections=inf.max_detections)
+      dets[vid] = detect_scores(s[i], v[i], int(batch["lengths"][i]), dataset,
+                                inf, thresholds=thresholds)
       if keep_scores:
         fgs[vid] = fg[i]
   return dets, fgs, stats.result()

@@ -181,22 +181,34 @@ def _threshold_text(t: float) -> str:
   return f"{t:.2f}" if abs(t - round(t, 2)) < 1e-9 else f"{t:.3f}"
 
 
-def format_map_table(result: Mapping, per_class: bool = False) -> str:
+REFERENCE_ROWS = (("chance", "chance (%)"), ("upper_bound", "upper bound (%)"))
+
+
+def format_map_table(result: Mapping, per_class: bool = False,
+                     references: Optional[Mapping] = None) -> str:
   """Text table of an evaluation.evaluate_detections result, in percent.
 
   Rows: tIoU, mAP (%), then the summaries and the average over all
-  thresholds; with per_class, one AP (%) row per class after them.
+  thresholds; with ``references`` (reference_points.reference_points), the
+  chance and upper-bound mAP per threshold and their averages under them;
+  with per_class, one AP (%) row per class after them.
   """
   thr = result["tiou_thresholds"]
   head = "tIoU"
+  refs = [(label, references[key]) for key, label in REFERENCE_ROWS
+          if references and key in references]
   width = max(len(head), *(len(k) for k in result["summary"]), len("average mAP (%)"),
-              *((len(c) for c in result["class_names"]) if per_class else [0]))
+              *((len(c) for c in result["class_names"]) if per_class else [0]),
+              *(len(label) + 5 for label, _ in refs))
   cells = [f"{_threshold_text(t):>7}" for t in thr]
   lines = [f"{head:<{width}}" + "".join(cells),
            f"{'mAP (%)':<{width}}" + "".join(f"{100 * v:7.2f}" for v in result["map"])]
   for name, value in result["summary"].items():
     lines.append(f"{name:<{width}}{100 * value:7.2f}")
   lines.append(f"{'average mAP (%)':<{width}}{100 * result['average_map']:7.2f}")
+  for label, ref in refs:
+    lines.append(f"{label:<{width}}" + "".join(f"{100 * v:7.2f}" for v in ref["map"]))
+    lines.append(f"{'  average':<{width}}{100 * ref['average_map']:7.2f}")
   if per_class:
     lines.append("AP (%) per class:")
     ap = np.asarray(result["ap"])

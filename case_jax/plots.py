@@ -362,9 +362,12 @@ def embedding_scatter(out_png: str, panels: Sequence[Mapping], *, title: str = "
 # mAP against tIoU.
 # =============================================================================
 def map_tiou(out_png: str, thresholds: Sequence[float], maps: Sequence[float], *,
-             label: str = "final", history: Sequence[tuple] = ()) -> str:
+             label: str = "final", history: Sequence[tuple] = (),
+             references: Optional[dict] = None) -> str:
   """mAP (%) per tIoU threshold; ``history`` = [(label, thresholds, maps)]
-  (earlier evaluations) drawn faint behind the main curve."""
+  (earlier evaluations) drawn faint behind the main curve; ``references``
+  (reference_points.reference_points: "chance", "upper_bound", each with
+  "map" per threshold) drawn as dashed lines."""
   fig = _figure(6.5, 4.2)
   ax = fig.subplots()
   for i, (lab, t, m) in enumerate(history):
@@ -378,9 +381,17 @@ def map_tiou(out_png: str, thresholds: Sequence[float], maps: Sequence[float], *
   for x, y in zip(t, m):
     ax.annotate(f"{y:.1f}", (x, y), xytext=(0, 6), textcoords="offset points",
                 ha="center", fontsize=7)
+  top = float(m.max()) if len(m) else 0.0
+  for key, name, color in (("upper_bound", "upper bound (GT mask)", "tab:green"),
+                           ("chance", "chance (true labels)", "tab:gray")):
+    if references and key in references:
+      r = 100 * np.asarray(references[key]["map"], np.float64)
+      ax.plot(t, r, color=color, ls="--", lw=1.5,
+              label=f"{name}: avg {r.mean():.2f}")
+      top = max(top, float(r.max()))
   ax.set_xlabel("tIoU threshold")
   ax.set_ylabel("mAP (%)")
-  ax.set_ylim(0, max(5.0, float(m.max()) * 1.15 if len(m) else 5.0))
+  ax.set_ylim(0, max(5.0, top * 1.15))
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   ax.set_title("Detection mAP against tIoU", fontsize=10)

@@ -63,13 +63,14 @@ def evaluate(cfg, workdir: str, *, out_name: str = "eval", overrides=None,
         cfg, datasets.resolve_data_root(cfg, workdir), info["classes"], stream=stream)
   elif overrides:
     evaluator = evaluator_lib.Evaluator(cfg, evaluator.test_set, evaluator.gt)
-  ev = evaluator.run(model, state)
+  ev = evaluator.run(model, state, references=True)
   out_dir = os.path.join(workdir, out_name)
   paths = evaluator.write(out_dir, ev, {"step": int(state.step),
                                         **({"overrides": dict(overrides)} if overrides else {})})
   stream.write(evaluator.summary_text(ev, f"checkpoint step {int(state.step)}") +
                f"Wrote {paths['detections']}, detections.csv, "
-               "detections_thumos14.txt and metrics.json\n")
+               "detections_thumos14.txt and metrics.json\n"
+               + evaluator.standing_text(ev))
   return evaluator_lib.read_eval_metrics(out_dir)
 
 
@@ -95,7 +96,7 @@ def plots(cfg, workdir: str, *, projection: str = "pca", stream=None) -> list:
         cfg, datasets.resolve_data_root(cfg, workdir), info["classes"], stream=stream)
     if not len(ev.test_set):
       raise errors.ConfigError("the test split has no videos")
-    evaluated = ev.run(model, state)
+    evaluated = ev.run(model, state, references=True)
   except (FileNotFoundError, ValueError, data_lib.LayoutError) as e:
     stream.write(f"No usable test split ({e}): only the training curves are "
                  "plotted.\n")

@@ -317,7 +317,7 @@ def finish_run(files, model, final, metrics: dict, evaluator, classes,
   summary = {"state": final, "metrics": metrics, "workdir": files.dir,
              "classes": list(classes), "model": model}
   if evaluator:
-    ev = evaluator.run(model, final)
+    ev = evaluator.run(model, final, references=True)
     files.note_eval(step, ev["scalars"]["mAP"])
     files.log(step, ev["scalars"])
     summary["eval"] = ev
@@ -341,6 +341,8 @@ def finish_run(files, model, final, metrics: dict, evaluator, classes,
     except Exception as e:  # noqa: BLE001
       stream.write(f"(plots not written: {type(e).__name__}: {e}; rerun them "
                    "with --mode=plots)\n")
+  if evaluator:  # last, so that the run ends on where the model stands
+    stream.write("\n" + evaluator.standing_text(summary["eval"]))
   return summary
 
 

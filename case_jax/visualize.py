@@ -293,7 +293,8 @@ def write_plots(cfg, workdir: str, *, model, state, test_set=None,
     history = [(f"step {s}", t, m) for s, t, m in plots.map_by_step(rows) if s != step]
     written.append(plots.map_tiou(
         os.path.join(out_dir, "map_tiou.png"), result["tiou_thresholds"],
-        result["map"], label=f"step {step}", history=history))
+        result["map"], label=f"step {step}", history=history,
+        references=evaluated.get("references")))
   _list(stream, out_dir, written)
   return written
 

@@ -226,14 +226,14 @@ def test_streams_differ(datasets):
   assert abs(np.corrcoef(rec.rgb.ravel(), rec.flow.ravel())[0, 1]) < 0.5
 
 
-def test_every_phase_is_strong_in_some_stream():
-  world = generator.make_world(0, 20, 8)
+@pytest.mark.parametrize("preset", sorted(generator.SIGNAL_PRESETS))
+def test_every_phase_is_strong_in_some_stream(preset):
+  signal = generator.signal_settings(preset)
+  world = generator.make_world(0, 20, 8, signal)
   counts = [len(p) for p in world.phases["rgb"]]
   assert set(counts) <= set(generator.PHASES_PER_CLASS)
-  strong_rgb = np.concatenate(world.phase_snr["rgb"]) == \
-      generator.PHASE_SNR_STRONG
-  strong_flow = np.concatenate(world.phase_snr["flow"]) == \
-      generator.PHASE_SNR_STRONG
+  strong_rgb = np.concatenate(world.phase_snr["rgb"]) == signal.phase_snr_strong
+  strong_flow = np.concatenate(world.phase_snr["flow"]) == signal.phase_snr_strong
   assert np.all(strong_rgb | strong_flow)
   assert np.any(strong_rgb & ~strong_flow) and np.any(strong_flow & ~strong_rgb)
 
@@ -266,3 +266,30 @@ def test_boundaries_are_blurred():
   assert np.all(np.diff(env[:10]) >= 0) and np.all(np.diff(env[10:]) <= 0)
   assert generator._envelope(np.array([4.0, 8.0]), 4.0, 8.0, 2) == \
       pytest.approx([0.5, 0.5])
+
+
+# sha256 over the files (names and bytes, synthetic.json aside) of this small
+# dataset, written by the generator before issue #14 (commit 2a5cfd1).
+BEFORE_ISSUE_14 = "38103af5ee48422e91ee174dcea79d051a77987ceeca2b1fa04cb823f6b6908d"
+
+
+def _tree_hash(root):
+  import hashlib
+  h = hashlib.sha256()
+  for rel in _files(root):
+    if rel != "synthetic.json":
+      h.update(rel.encode())
+      with open(os.path.join(root, rel), "rb") as f:
+        h.update(f.read())
+  return h.hexdigest()
+
+
+def test_context_cheat_preset_is_the_data_before_issue_14(tmp_path):
+  kw = dict(num_train=6, num_test=3, num_classes=4, feature_dim=8, seed=11,
+            max_snippets=80)
+  write_synthetic_thumos(tmp_path / "old", signal="context_cheat", **kw)
+  assert _tree_hash(tmp_path / "old") == BEFORE_ISSUE_14
+  write_synthetic_thumos(tmp_path / "new", **kw)
+  assert _tree_hash(tmp_path / "new") != BEFORE_ISSUE_14
+  with pytest.raises(ValueError, match="context_cheat"):
+    write_synthetic_thumos(tmp_path / "bad", signal="nope", **kw)

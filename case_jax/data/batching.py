@@ -238,11 +238,20 @@ def eval_batches(dataset: Sequence[VideoRecord], *,
     yield _eval_batch(pending, num_segments, batch_size, pad_last)
 
 
+def test_indices(length: int, num_segments: Optional[int],
+                 test_sampling: str = "resample") -> np.ndarray:
+  """The snippets a test batch reads of a video of ``length`` snippets:
+  all of them (num_segments None, or a shorter video with "no_upsample"),
+  else ``sample_test_indices``.  (T',) int64."""
+  if num_segments is None or (test_sampling == "no_upsample"
+                              and length < num_segments):
+    return np.arange(length)
+  return sample_test_indices(length, num_segments)
+
+
 def _eval_batch(records, num_segments, batch_size, pad_last):
   """One test batch; num_segments None = each video at full length."""
-  indices = [np.arange(r.num_snippets) if num_segments is None
-             else sample_test_indices(r.num_snippets, num_segments)
-             for r in records]
+  indices = [test_indices(r.num_snippets, num_segments) for r in records]
   batch = _collate(records, indices)
   batch["valid"] = np.ones(len(records), bool)
   if pad_last and len(records) < batch_size:

@@ -30,10 +30,11 @@ import numpy as np
 
 from case_jax.data.records import FEATURE_FPS
 from case_jax.data.synthetic_generator import (BUILTIN_STATS, GT_SUBSET,
-                                               MIN_SNIPPETS,
+                                               MIN_SNIPPETS, SIGNAL_PRESETS,
                                                SECONDS_PER_SNIPPET, VideoPlan,
-                                               annotation_stats, make_world,
-                                               plan_video, render)
+                                               SignalSettings, annotation_stats, make_world,
+                                               plan_video, render,
+                                               signal_settings)
 from case_jax.data.thumos_layout import (STREAMS, feature_path, gt_path,
                                          split_path)
 
@@ -90,6 +91,7 @@ class SyntheticConfig:
   seed: int = 0
   time_scale: float = 0.5
   max_snippets: int = 400
+  signal: "str | SignalSettings" = "default"
 
   def validate(self) -> None:
     for name in ("num_train", "num_test", "num_classes", "feature_dim"):
@@ -102,12 +104,14 @@ class SyntheticConfig:
     if self.max_snippets < MIN_SNIPPETS:
       raise ValueError(f"max_snippets must be >= {MIN_SNIPPETS}, got "
                        f"{self.max_snippets}")
+    signal_settings(self.signal)
 
 
 def write_synthetic_thumos(root: str | os.PathLike, *, num_train: int = 120,
                            num_test: int = 60, num_classes: int = 10,
                            feature_dim: int = 64, seed: int = 0,
                            time_scale: float = 0.5, max_snippets: int = 400,
+                           signal: "str | SignalSettings" = "default",
                            stats: Optional[str | os.PathLike] = None,
                            overwrite: bool = False) -> dict:
   """Writes a synthetic dataset in the BaS-Net/CASE THUMOS14 layout.
@@ -120,6 +124,9 @@ def write_synthetic_thumos(root: str | os.PathLike, *, num_train: int = 120,
     seed: all randomness; the same arguments give the same files.
     time_scale: multiplies every duration and instance length.
     max_snippets: longer videos are compressed to this many snippets.
+    signal: the signal model's preset (``SIGNAL_PRESETS``): "default", or
+      "context_cheat" (the background scene gives the class away), or
+      SignalSettings of one's own.
     stats: None = BUILTIN_STATS; or a THUMOS14-style gt.json to derive the
       annotation statistics from.
     overwrite: replace an existing dataset at root.
@@ -127,12 +134,12 @@ def write_synthetic_thumos(root: str | os.PathLike, *, num_train: int = 120,
     The settings written to ROOT/synthetic.json.
   """
   config = SyntheticConfig(num_train, num_test, num_classes, feature_dim,
-                           seed, time_scale, max_snippets)
+                           seed, time_scale, max_snippets, signal)
   config.validate()
   tables = BUILTIN_STATS if stats is None else annotation_stats(stats)
   root = os.fspath(root)
   _prepare_root(root, overwrite)
-  world = make_world(seed, num_classes, feature_dim)
+  world = make_world(seed, num_classes, feature_dim, signal_settings(signal))
   names = class_names(num_classes)
   database = {}
   for split, count in (("train", num_train), ("test", num_test)):
@@ -183,6 +190,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--max-snippets", type=int,
                       default=defaults.max_snippets,
                       help="longer videos are compressed to this many snippets")
+  parser.add_argument("--signal", default=defaults.signal,
+                      choices=sorted(SIGNAL_PRESETS),
+                      help="the signal model's preset")
   parser.add_argument("--stats", default=None,
                       help="THUMOS14 gt.json to derive annotation statistics "
                            "from (default: built-in tables)")
@@ -207,7 +217,7 @@ def _write(args) -> dict:
         args.root, num_train=args.num_train, num_test=args.num_test,
         num_classes=args.num_classes, feature_dim=args.feature_dim,
         seed=args.seed, time_scale=args.time_scale,
-        max_snippets=args.max_snippets, stats=args.stats,
+        max_snippets=args.max_snippets, signal=args.signal, stats=args.stats,
         overwrite=args.overwrite)
   except UserError:
     raise

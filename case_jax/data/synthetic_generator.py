@@ -8,11 +8,11 @@ is built:
 
 * Two streams.  Every class has 2-3 sub-action phases; each (class, phase)
   has its own direction in each stream and is strong in RGB only, in flow
-  only, or in both (``PHASE_STRONG_IN``); elsewhere it is weak.  Either stream
+  only, or in both (``phase_strong_in``); elsewhere it is weak.  Either stream
   alone misses some phases, so the streams are partly complementary.
 * Context.  Each class has a preferred background scene vector (plus a few
   neutral scenes); a video shows its class's scene with probability
-  ``P_PREFERRED_SCENE`` throughout, foreground and background, strongly in
+  ``p_preferred_scene`` throughout, foreground and background, strongly in
   RGB.  A video classifier can thus score well from background alone.
 * Sub-action phases.  An instance runs through its class's phases in order,
   with phase proportions jittered per instance.
@@ -57,24 +57,71 @@ SECONDS_PER_SNIPPET = SNIPPET_FRAMES / FEATURE_FPS
 QUANTILE_LEVELS = np.linspace(0.0, 1.0, 21)
 GT_SUBSET = {"train": "validation", "test": "test"}   # as in the real gt.json
 
-# Signal model (amplitudes are matched-filter SNRs; noise std is 1 per dim).
+# Structure of the signal model (its amplitudes: SignalSettings below).
 NOISE_STD = 1.0
-SCENE_SNR = {"rgb": 4.0, "flow": 1.5}
-P_PREFERRED_SCENE = 0.8
-NUM_NEUTRAL_SCENES = 2
-PHASE_SNR_STRONG = 3.0
-PHASE_SNR_WEAK = 1.0
-# P(strong in rgb only, flow only, both) for each (class, phase).
-PHASE_STRONG_IN = (0.35, 0.35, 0.30)
 PHASES_PER_CLASS = (2, 3)
-MOTION_SNR = 2.5
-DISTRACTORS_PER_BG_SECOND = 0.02
-VIDEO_OFFSET_SNR = 2.0
-CLUTTER_STD = 0.5          # per dimension, AR(1) over snippets
+NUM_NEUTRAL_SCENES = 2
 CLUTTER_RHO = 0.9
 RAMP_SNIPPETS = (1, 2, 3)
 MAX_FG_FRACTION = 0.9
 MIN_SNIPPETS = 4
+
+
+@dataclass(frozen=True)
+class SignalSettings:
+  """The signal model's amplitudes and probabilities (amplitudes are
+  matched-filter SNRs over a per-dimension noise std of 1).
+
+  scene_snr_rgb/flow: the video's background scene, present throughout;
+  p_preferred_scene: P(the scene is the primary class's own, else any scene);
+  phase_snr_strong/weak: a (class, phase) direction in a stream where it is
+  strong / weak; phase_strong_in: P(strong in rgb only, flow only, both);
+  motion_snr: the flow motion shared by every action and the distractors;
+  distractors_per_bg_second: Poisson rate of motion-only background
+  intervals per real background second; video_offset_snr: a per-video
+  constant; clutter_std: per-dimension std of the AR(1) clutter.
+  """
+  scene_snr_rgb: float
+  scene_snr_flow: float
+  p_preferred_scene: float
+  phase_snr_strong: float
+  phase_snr_weak: float
+  phase_strong_in: tuple[float, float, float]
+  motion_snr: float
+  distractors_per_bg_second: float
+  video_offset_snr: float
+  clutter_std: float
+
+
+# ``default``: chosen with benchmarks/synthetic_signal.py from the weak
+# learnability of the data (README, "The synthetic data"). ``context_cheat``:
+# the setting before issue #14, where a video classifier solves its loss from
+# the background scene alone and weak supervision does not localize.
+SIGNAL_PRESETS = {
+    "default": SignalSettings(
+        scene_snr_rgb=2.0, scene_snr_flow=1.0, p_preferred_scene=0.5,
+        phase_snr_strong=4.0, phase_snr_weak=1.0,
+        phase_strong_in=(0.35, 0.35, 0.30), motion_snr=2.5,
+        distractors_per_bg_second=0.02, video_offset_snr=2.0,
+        clutter_std=0.5),
+    "context_cheat": SignalSettings(
+        scene_snr_rgb=4.0, scene_snr_flow=1.5, p_preferred_scene=0.8,
+        phase_snr_strong=3.0, phase_snr_weak=1.0,
+        phase_strong_in=(0.35, 0.35, 0.30), motion_snr=2.5,
+        distractors_per_bg_second=0.02, video_offset_snr=2.0,
+        clutter_std=0.5),
+}
+
+
+def signal_settings(name: "str | SignalSettings") -> SignalSettings:
+  """The preset ``name`` (settings given as such pass through); ValueError
+  naming the presets otherwise."""
+  if isinstance(name, SignalSettings):
+    return name
+  if name not in SIGNAL_PRESETS:
+    raise ValueError(f"unknown signal preset {name!r}: use one of "
+                     f"{', '.join(sorted(SIGNAL_PRESETS))}")
+  return SIGNAL_PRESETS[name]
 
 
 class SubsetStats(NamedTuple):
@@ -171,11 +218,13 @@ def _draw(rng: np.random.Generator, quantiles: Sequence[float]) -> float:
 class World:
   """Component directions (unit norm). Per stream s in STREAMS:
   scenes[s] (S, D); phases[s] list over classes of (P_c, D);
-  phase_snr[s] list over classes of (P_c,); motion (D,) (flow only)."""
+  phase_snr[s] list over classes of (P_c,); motion (D,) (flow only); and
+  the signal settings the videos are planned and rendered with."""
   scenes: dict
   phases: dict
   phase_snr: dict
   motion: np.ndarray
+  signal: SignalSettings
 
 
 def _unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -183,7 +232,8 @@ def _unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
   return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def make_world(seed: int, num_classes: int, dim: int) -> World:
+def make_world(seed: int, num_classes: int, dim: int,
+               signal: SignalSettings = SIGNAL_PRESETS["default"]) -> World:
   rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
   num_scenes = num_classes + NUM_NEUTRAL_SCENES
   scenes = {s: _unit_vectors(rng, num_scenes, dim) for s in STREAMS}
@@ -191,13 +241,13 @@ def make_world(seed: int, num_classes: int, dim: int) -> World:
   phases = {s: [_unit_vectors(rng, p, dim) for p in counts] for s in STREAMS}
   phase_snr = {s: [] for s in STREAMS}
   for p in counts:
-    where = rng.choice(3, size=p, p=PHASE_STRONG_IN)   # 0 rgb, 1 flow, 2 both
+    where = rng.choice(3, size=p, p=signal.phase_strong_in)   # 0 rgb, 1 flow, 2 both
     strong = {"rgb": where != 1, "flow": where != 0}
     for s in STREAMS:
-      phase_snr[s].append(np.where(strong[s], PHASE_SNR_STRONG,
-                                   PHASE_SNR_WEAK))
+      phase_snr[s].append(np.where(strong[s], signal.phase_snr_strong,
+                                   signal.phase_snr_weak))
   motion = _unit_vectors(rng, 1, dim)[0]
-  return World(scenes, phases, phase_snr, motion)
+  return World(scenes, phases, phase_snr, motion, signal)
 
 
 # ---------------------------------------------------------------------------
@@ -281,12 +331,13 @@ def _plan_instances(rng: np.random.Generator, stats: SubsetStats,
 
 
 def _plan_distractors(rng: np.random.Generator, stats: SubsetStats,
-                      time_factor: float, duration: float,
+                      rate: float, time_factor: float, duration: float,
                       instances: Sequence[Instance]
                       ) -> tuple[tuple[float, float], ...]:
-  """Motion-only intervals centred in the background."""
+  """Motion-only intervals centred in the background, ``rate`` per real
+  background second."""
   fg = _union_length([(i.start_s, i.end_s) for i in instances])
-  count = rng.poisson(DISTRACTORS_PER_BG_SECOND * max(duration - fg, 0.0)
+  count = rng.poisson(rate * max(duration - fg, 0.0)
                       / max(time_factor, 1e-9))
   out = []
   for _ in range(count):
@@ -309,10 +360,11 @@ def plan_video(rng: np.random.Generator, stats: SubsetStats, primary: int,
   time_factor = duration / real_duration   # real seconds -> synthetic seconds
   instances = _plan_instances(rng, stats, real_duration, time_factor,
                               duration, classes, world)
-  distractors = _plan_distractors(rng, stats, time_factor, duration,
-                                  instances)
+  distractors = _plan_distractors(
+      rng, stats, world.signal.distractors_per_bg_second, time_factor,
+      duration, instances)
   num_scenes = num_classes + NUM_NEUTRAL_SCENES
-  scene = (primary if rng.random() < P_PREFERRED_SCENE
+  scene = (primary if rng.random() < world.signal.p_preferred_scene
            else int(rng.integers(num_scenes)))
   return VideoPlan(n, scene, instances, distractors)
 
@@ -340,14 +392,15 @@ def _phase_of(t: np.ndarray, inst: Instance) -> np.ndarray:
                  0, num_phases - 1)
 
 
-def _clutter(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
-  """Stationary AR(1) noise over snippets, std CLUTTER_STD. Returns (n, D)."""
+def _clutter(rng: np.random.Generator, n: int, dim: int,
+             std: float) -> np.ndarray:
+  """Stationary AR(1) noise over snippets, std ``std``. Returns (n, D)."""
   eps = rng.standard_normal((n, dim)) * np.sqrt(1 - CLUTTER_RHO ** 2)
   out = np.empty((n, dim))
   out[0] = rng.standard_normal(dim)
   for i in range(1, n):
     out[i] = CLUTTER_RHO * out[i - 1] + eps[i]
-  return CLUTTER_STD * out
+  return std * out
 
 
 def render(rng: np.random.Generator, plan: VideoPlan, world: World,
@@ -355,12 +408,13 @@ def render(rng: np.random.Generator, plan: VideoPlan, world: World,
   """Features of one planned video: {stream: (n, D) float32}."""
   n = plan.num_snippets
   t = (np.arange(n) + 0.5) * SECONDS_PER_SNIPPET
+  sig = world.signal
   out = {}
   for s in STREAMS:
     x = NOISE_STD * rng.standard_normal((n, dim))
-    x += _clutter(rng, n, dim)
-    x += VIDEO_OFFSET_SNR * NOISE_STD * _unit_vectors(rng, 1, dim)
-    x += SCENE_SNR[s] * NOISE_STD * world.scenes[s][plan.scene]
+    x += _clutter(rng, n, dim, sig.clutter_std)
+    x += sig.video_offset_snr * NOISE_STD * _unit_vectors(rng, 1, dim)
+    x += getattr(sig, f"scene_snr_{s}") * NOISE_STD * world.scenes[s][plan.scene]
     for inst in plan.instances:
       env = _envelope(t, inst.start_s, inst.end_s, inst.ramp_snippets)
       phase = _phase_of(t, inst)
@@ -368,11 +422,11 @@ def render(rng: np.random.Generator, plan: VideoPlan, world: World,
       snr = world.phase_snr[s][inst.class_index][phase]          # (n,)
       x += (env * snr)[:, None] * NOISE_STD * vectors
       if s == "flow":
-        x += (env * MOTION_SNR * NOISE_STD)[:, None] * world.motion
+        x += (env * sig.motion_snr * NOISE_STD)[:, None] * world.motion
     if s == "flow":
       for start, end in plan.distractors:
         env = _envelope(t, start, end, RAMP_SNIPPETS[1])
-        x += (env * MOTION_SNR * NOISE_STD)[:, None] * world.motion
+        x += (env * sig.motion_snr * NOISE_STD)[:, None] * world.motion
     out[s] = x.astype(np.float32)
   return out
 
