@@ -78,7 +78,10 @@ def resolve_data_root(cfg, workdir: str) -> str:
     prepared = cfg.data.layout == "tfds" or (
         cfg.data.layout == "auto" and detect_layout_lib.tfds_names(root))
     if not prepared and not os.path.exists(os.path.join(root, "gt.json")):
-      write_synthetic_thumos(root, **dict(cfg.data.synthetic))
+      try:
+        write_synthetic_thumos(root, **dict(cfg.data.synthetic))
+      except ValueError as e:  # a refused generator setting
+        raise errors.ConfigError(f"data.synthetic: {e}") from None
     return root
   if not root:
     raise errors.ConfigError(

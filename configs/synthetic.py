@@ -25,6 +25,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.data.num_segments = 128       # T: synthetic videos are shorter than THUMOS'
   c.data.synthetic = ml_collections.ConfigDict(dict(
       num_train=128, num_test=64, num_classes=10, feature_dim=64, seed=0,
+      time_scale=0.5, max_snippets=400,
       signal="default"))          # synthetic_generator.SIGNAL_PRESETS
   c.model.embed_dim = 128         # smaller than 512: 64-d features
   c.num_steps = 3000
