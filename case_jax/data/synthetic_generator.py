@@ -94,7 +94,8 @@ class SignalSettings:
 
 
 # ``default``: chosen with benchmarks/synthetic_signal.py from the weak
-# learnability of the data (README, "The synthetic data"). ``context_cheat``:
+# learnability of the data (its docstring has the rule and the numbers;
+# README, "CASE against the baseline on the synthetic data"). ``context_cheat``:
 # the setting before issue #14, where a video classifier solves its loss from
 # the background scene alone and weak supervision does not localize.
 SIGNAL_PRESETS = {
