@@ -12,21 +12,11 @@ from benchmarks.activitynet_official import ANETdetection, interpolated_prec_rec
 from case_jax import detection_set
 from case_jax import evaluation as ev
 from case_jax.data import ground_truth as gtm
+from tests.test_evaluation import gt_json_dict, results_dict
 
 
 def _gt_json(videos):
-  """{vid: (subset, [(label, s, e)])} -> gt.json dict."""
-  return {"version": "test", "database": {
-      vid: {"subset": sub, "duration": 200.0, "annotations": [
-          {"segment": [s, e], "label": lab} for lab, s, e in anns]}
-      for vid, (sub, anns) in videos.items()}}
-
-
-def _results(dets):
-  out = {}
-  for vid, lab, score, s, e in dets:
-    out.setdefault(vid, []).append({"label": lab, "score": score, "segment": [s, e]})
-  return {"version": "VERSION 1.3", "results": out, "external_data": {}}
+  return gt_json_dict(videos, duration=200.0)
 
 
 def _both(gt_json, res_json, thresholds):
@@ -54,7 +44,7 @@ def test_hand_computed_lock_continue_stop():
   gt = _gt_json({"v1": ("validation", [("A", 0.0, 10.0), ("A", 5.0, 15.0)]),
                  "v2": ("validation", [("B", 0.0, 5.0)]),
                  "v3": ("training", [("A", 0.0, 10.0)])})
-  res = _results([("v1", "A", 0.9, 0.0, 10.0), ("v1", "A", 0.8, 0.0, 10.0),
+  res = results_dict([("v1", "A", 0.9, 0.0, 10.0), ("v1", "A", 0.8, 0.0, 10.0),
                   ("v2", "A", 0.95, 0.0, 10.0)])
   anet, m_ap, avg, ours = _both(gt, res, [0.3, 0.5])
   # t=0.3: FP TP TP -> precisions (0, 1/2, 2/3) at recalls (0, 1/2, 1).
@@ -99,7 +89,7 @@ def _anet_fixture(rng, num_videos, num_classes, dets_per_video, score_levels):
       dets.append((vid, lab, score, float(min(s, e)), float(max(s, e) + 1.0)))
   dets.append(("v_not_in_gt", present[0], 0.5, 0.0, 10.0))
   order = rng.permutation(len(dets))
-  return _gt_json(videos), _results([dets[i] for i in order])
+  return _gt_json(videos), results_dict([dets[i] for i in order])
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -125,7 +115,7 @@ def test_many_ties_follow_numpy_order():
   rng = np.random.default_rng(7)
   dets = [("v_a", "A", 0.5, float(2 * rng.integers(0, 6)),
            float(2 * rng.integers(6, 14))) for _ in range(40)]
-  res = _results(dets)
+  res = results_dict(dets)
   thr = np.array([0.1, 0.3, 0.5, 0.7, 0.9])
   anet, _, _, ours = _both(gt, res, thr)
   np.testing.assert_allclose(anet.ap, ours["ap"], rtol=0, atol=1e-12)
@@ -134,4 +124,4 @@ def test_many_ties_follow_numpy_order():
 def test_unknown_label_is_a_key_error():
   gt = _gt_json({"v1": ("validation", [("A", 0.0, 10.0)])})
   with pytest.raises(KeyError):
-    ANETdetection(ground_truth=gt, prediction=_results([("v1", "Z", 0.9, 0.0, 1.0)]))
+    ANETdetection(ground_truth=gt, prediction=results_dict([("v1", "Z", 0.9, 0.0, 1.0)]))
