@@ -169,7 +169,8 @@ def collect_snippets(dataset, model, params, q_r, cfg, *,
   want = set(map(str, timeline_ids))
   rng = np.random.default_rng(seed)
   scores, total = {}, 0
-  pool = {"key": np.zeros(0), "fg": np.zeros(0), "rgb": None, "flow": None}
+  streams = model.streams
+  pool = {"key": np.zeros(0), "fg": np.zeros(0), **{s: None for s in streams}}
   for batch in data_lib.eval_batches(dataset, num_segments=t,
                                      batch_size=cfg.inference.batch_size if t else 1,
                                      pad_last=True,
@@ -183,7 +184,7 @@ def collect_snippets(dataset, model, params, q_r, cfg, *,
       if vid in want:
         scores[vid] = {"p_a": fg["attention"][i], "p_hat": fg["cluster"][i],
                        "p_ddot": fg["fused"][i]}
-    emb = {s: np.asarray(jax.device_get(out[s].emb))[valid] for s in ("rgb", "flow")}
+    emb = {s: np.asarray(jax.device_get(out[s].emb))[valid] for s in streams}
     labels = np.asarray(batch["fg_mask"])[valid].reshape(-1)
     keys = rng.random(labels.size)
     total += labels.size
@@ -191,14 +192,14 @@ def collect_snippets(dataset, model, params, q_r, cfg, *,
     keep = np.argsort(merged, kind="stable")[:max_points]
     pool["key"] = merged[keep]
     pool["fg"] = np.concatenate([pool["fg"], labels])[keep]
-    for s in ("rgb", "flow"):
+    for s in streams:
       new = _unit(emb[s].reshape(-1, emb[s].shape[-1])).astype(np.float32)
       pool[s] = new[keep] if pool[s] is None else np.concatenate([pool[s], new])[keep]
   unit_params = model_lib.normalize_prototypes(params)
   return {"scores": scores,
-          "emb": {s: pool[s] for s in ("rgb", "flow")},
+          "emb": {s: pool[s] for s in streams},
           "fg": pool["fg"].astype(np.int64),
-          "protos": {s: np.asarray(unit_params[s]["prototypes"]) for s in ("rgb", "flow")},
+          "protos": {s: np.asarray(unit_params[s]["prototypes"]) for s in streams},
           "total": total}
 
 
@@ -276,7 +277,8 @@ def write_plots(cfg, workdir: str, *, model, state, test_set=None,
   # Fig. 6: embeddings and prototypes per stream.
   fg_clusters = np.asarray(state.q_r)[:, 0] > 0.5
   panels = []
-  for s, name in (("rgb", "RGB"), ("flow", "Flow")):
+  for s in snip["emb"]:
+    name = {"rgb": "RGB", "flow": "Flow"}[s]
     pts, cpts, labels, n = project(snip["emb"][s], snip["protos"][s], projection, seed)
     panels.append({"title": f"{name} stream: attention-branch embeddings",
                    "points": pts, "fg": snip["fg"][:n], "protos": cpts,
