@@ -160,7 +160,7 @@ def _flow_state_dict(seed=0):
   template = jax.eval_shape(lambda: i3d.network().init(
       jax.random.PRNGKey(0), np.zeros((1, 16, 224, 224, 2), np.float32)))["params"]
   sd = {}
-  for unit in sorted({"/".join(p) for p in i3d._unit_paths(template)}):   # noqa: SLF001
+  for unit in sorted({"/".join(p) for p in i3d.unit_paths(template)}):
     top, _, branch = unit.partition("/")
     name = top if not branch else f"{top}.{ {v: k for k, v in i3d.BRANCHES.items()}[branch]}"
     node = template[top] if not branch else template[top][branch]

@@ -105,7 +105,7 @@ def flow_params_from_state_dict(sd: Mapping[str, np.ndarray], source: str) -> di
         for k, v in sd.items()}
   template = jax.eval_shape(lambda: network().init(
       jax.random.PRNGKey(0), jnp.zeros((1, 16, 224, 224, 2))))
-  units = sorted({"/".join(p) for p in _unit_paths(template["params"])})
+  units = sorted({"/".join(p) for p in unit_paths(template["params"])})
   params, stats, problems = {}, {}, []
   for unit in units:
     top, _, branch = unit.partition("/")
@@ -141,13 +141,13 @@ def _torch_branch(branch: str) -> str:
   return {v: k for k, v in BRANCHES.items()}[branch]
 
 
-def _unit_paths(tree, prefix=()):
+def unit_paths(tree, prefix=()):
   """Paths (top, [branch]) of every Unit3D (a dict holding Conv_0)."""
   for k, v in tree.items():
     if "Conv_0" in v:
       yield prefix + (k,)
     else:
-      yield from _unit_paths(v, prefix + (k,))
+      yield from unit_paths(v, prefix + (k,))
 
 
 def _get(tree, unit):
