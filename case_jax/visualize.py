@@ -218,6 +218,27 @@ def _snippet_times(rec, num_segments, sampling="resample") -> np.ndarray:
   return (idx + 0.5) * rec.seconds_per_snippet
 
 
+def timelines(cfg, out_dir: str, records, scores: dict, detections: dict,
+              class_names, *, step: int) -> list[str]:
+  """Fig. 7: one ``timeline_<video>.png`` per record with scores
+  (``collect_snippets``' "scores"), its ground truth and ``detections``
+  ({video_id: [{"label", "score", "segment"}]}); returns the paths."""
+  used = inference.detection_fg_score(cfg.inference)
+  written = []
+  for rec in records:
+    sc = scores.get(rec.video_id)
+    if sc is None:
+      continue
+    written.append(plots.video_timeline(
+        os.path.join(out_dir, f"timeline_{_safe(rec.video_id)}.png"), rec.video_id,
+        _snippet_times(rec, cfg.data.num_segments, _sampling_of(cfg)), sc,
+        [(s.start_s, s.end_s, s.class_index) for s in rec.segments],
+        detections.get(rec.video_id, []), list(class_names),
+        duration=getattr(rec, "duration", None),
+        note=f"(step {step}; detections use the {used} score)"))
+  return written
+
+
 # =============================================================================
 # Everything into <workdir>/plots/.
 # =============================================================================
@@ -260,19 +281,8 @@ def write_plots(cfg, workdir: str, *, model, state, test_set=None,
                           max_points=max_points, seed=seed)
 
   # Fig. 7: per-video timelines.
-  inf = cfg.inference
-  used = inference.detection_fg_score(inf)
-  for rec in records:
-    sc = snip["scores"].get(rec.video_id)
-    if sc is None:
-      continue
-    written.append(plots.video_timeline(
-        os.path.join(out_dir, f"timeline_{_safe(rec.video_id)}.png"), rec.video_id,
-        _snippet_times(rec, cfg.data.num_segments, _sampling_of(cfg)), sc,
-        [(s.start_s, s.end_s, s.class_index) for s in rec.segments],
-        evaluated["detections"].get(rec.video_id, []), list(test_set.classes),
-        duration=getattr(rec, "duration", None),
-        note=f"(step {step}; detections use the {used} score)"))
+  written += timelines(cfg, out_dir, records, snip["scores"], evaluated["detections"],
+                       list(test_set.classes), step=step)
 
   # Fig. 6: embeddings and prototypes per stream.
   fg_clusters = np.asarray(state.q_r)[:, 0] > 0.5
