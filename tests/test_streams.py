@@ -134,3 +134,15 @@ def test_rgb_variant():
   assert both.model.streams == "rgb" and both.num_steps <= 20
   with pytest.raises(ValueError, match="unknown config variant 'rbg'"):
     defaults.load_config("synthetic:rbg")
+
+
+def test_a_config_json_from_before_model_streams_is_the_same_model(tmp_path):
+  from case_jax import fileio, workdir
+  cfg = defaults.load_config("synthetic")
+  saved = cfg.to_dict()
+  del saved["model"]["streams"]
+  fileio.write_json(tmp_path / "config.json", saved)
+  assert workdir.trained_diff(str(tmp_path), cfg) == []
+  rgb = defaults.load_config("synthetic:rgb")
+  assert workdir.trained_diff(str(tmp_path), rgb) == [("model.streams", None, "rgb")]
+  assert workdir.config_from_json(saved).model.streams == "rgb,flow"
