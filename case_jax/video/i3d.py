@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from case_jax import errors
+from case_jax import errors, placement
 from case_jax.data import safe_pickle
 
 FEATURE_DIM = 1024
@@ -185,43 +185,52 @@ def snippet_features(variables, x: jax.Array) -> jax.Array:
   return jnp.mean(out, axis=(1, 2, 3))
 
 
+def _features(variables, x):
+  if x.dtype == jnp.uint8:
+    x = to_unit_range(x)
+  return snippet_features(variables, x)
+
+
 @functools.lru_cache(maxsize=None)
-def _compiled(num_devices: int) -> Callable:
-  def fn(variables, x):
-    if x.dtype == jnp.uint8:
-      x = to_unit_range(x)
-    return snippet_features(variables, x)
-  if num_devices == 1:
+def _compiled(devices: tuple, fn: Callable) -> Callable:
+  if len(devices) == 1:
     return jax.jit(fn)
-  return jax.pmap(fn, in_axes=(None, 0))
+  return jax.pmap(fn, devices=list(devices))
 
 
 class Featurizer:
-  """Snippets -> features, jit-compiled, in fixed-size batches (the last one
-  padded, so one program serves every batch) and split over all local
-  devices when there are several (pmap).
+  """Snippets -> features, jit-compiled, in batches of ``batch_size`` and
+  split over all local devices when there are several (pmap).  A smaller
+  batch (a video's last) is padded to the next of n, 2n, 4n, ...,
+  batch_size (n devices): a few programs serve every batch, and a short
+  remainder does not pay for a whole batch.
 
-  ``__call__(snippets)``: (b, 16, 224, 224, C) uint8 pixels or [-1, 1] floats,
-  b <= batch_size -> (b, 1024) float32 numpy.
+  ``__call__(snippets)``: (b, 16, 224, 224, C) uint8 pixels or [-1, 1] floats
+  -> (b, 1024) float32 numpy.  ``fn(variables, x)``: the per-batch function
+  (default: the I3D features of uint8 or [-1, 1] pixels).
   """
 
-  def __init__(self, variables, batch_size: int = 8, devices=None):
+  def __init__(self, variables, batch_size: int = 8, devices=None, fn=_features):
     self.devices = list(devices or jax.local_devices())
     n = len(self.devices)
     self.batch_size = max(n, -(-batch_size // n) * n)   # a multiple of the devices
-    self.fn = _compiled(n)
+    self.fn = _compiled(tuple(self.devices), fn)
     self.variables = (jax.device_put(variables, self.devices[0]) if n == 1
-                      else variables)
+                      else placement.replicate(variables, self.devices))
 
   def __call__(self, snippets: np.ndarray) -> np.ndarray:
     b = len(snippets)
     if b > self.batch_size:
       return np.concatenate([self(snippets[i:i + self.batch_size])
                              for i in range(0, b, self.batch_size)])
-    pad = np.zeros((self.batch_size - b,) + snippets.shape[1:], snippets.dtype)
-    x = np.concatenate([snippets, pad]) if len(pad) else snippets
     n = len(self.devices)
+    size = n
+    while size < b:
+      size *= 2
+    size = min(size, self.batch_size)
+    pad = np.zeros((size - b,) + snippets.shape[1:], snippets.dtype)
+    x = np.concatenate([snippets, pad]) if len(pad) else snippets
     if n > 1:
       x = x.reshape((n, -1) + x.shape[1:])
-    y = np.asarray(self.fn(self.variables, x)).reshape(self.batch_size, -1)
+    y = np.asarray(self.fn(self.variables, x)).reshape(size, -1)
     return y[:b].astype(np.float32)
