@@ -142,14 +142,16 @@ def main(argv=None) -> int:
       specs[kind] = {"kind": kind, "video": video, "batch": batches[-1]}
     for name, spec in specs.items():
       print(f"running {name} ...", flush=True)
+      load = harness.loadavg()[0]
       rows[name] = harness.run_worker("benchmarks.extract_speed", spec,
                                       cpu_only=not args.device, timeout=3600)
+      rows[name]["load_1min"] = [load, harness.loadavg()[0]]   # before, after
   out = {**harness.run_facts(), "cpu": harness.cpu_name(), "video_seconds": args.seconds,
          "video": "320x240 @ 30 fps, H.264, moving shapes", "load_before": load_before,
          "load_after": harness.loadavg(), "results": rows}
   harness.write_json(harness.results_path("extract_speed", args.json), out)
   print(f"\n{'part':<16}{'batch':>6}{'snippets/s':>12}{'video s/s':>11}"
-        f"{'frames/s':>10}{'compile s':>10}{'peak MB':>9}")
+        f"{'frames/s':>10}{'compile s':>10}{'peak MB':>9}{'load':>12}")
   for name, r in rows.items():
     if "error" in r:
       print(f"{name:<16} error: {r['error'][:200]}")
@@ -157,7 +159,8 @@ def main(argv=None) -> int:
     fmt = lambda k, w, p: f"{r[k]:>{w}.{p}f}" if k in r else " " * (w - 1) + "-"  # noqa: E731
     print(f"{name:<16}{r.get('batch', '-'):>6}{fmt('snippets_per_s', 12, 3)}"
           f"{fmt('video_s_per_s', 11, 3)}{fmt('frames_per_s', 10, 1)}"
-          f"{fmt('compile_and_first_s', 10, 1)}{r['peak_rss_mb']:>9.0f}")
+          f"{fmt('compile_and_first_s', 10, 1)}{r['peak_rss_mb']:>9.0f}"
+          f"{r['load_1min'][0]:>6.1f}-{r['load_1min'][1]:<5.1f}")
   print(f"load average before {load_before}, after {out['load_after']} (2 shared cores)")
   return 0
 

@@ -5,7 +5,10 @@ Overrides: --config.num_steps=100 --config.model.num_clusters=32 ...
 optional there, and its command-line overrides of inference.*, eval.* and
 run keys apply on top (another trained key is refused).
 Variants:  --config=configs/thumos14.py:paper (the paper's values where it and
-           the released code differ), configs/synthetic.py:runlocal (smoke run).
+           the released code differ), configs/synthetic.py:runlocal (smoke run),
+           :rgb (an RGB-only model); joined with "+" (:rgb+paper).
+Videos:    --mode=predict --videos=DIR extracts I3D features first
+           (python -m case_jax.extract; README "Your own videos").
 """
 import sys
 
