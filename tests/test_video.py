@@ -2,6 +2,7 @@
 videos the tests write.  The I3D forward costs about 2 s a snippet on 2 CPU
 cores, so only a few tests run it, on one or two snippets each; the snippet
 grid, re-timing, resuming and errors run with a stand-in featurizer."""
+import io
 import math
 import pickle
 
@@ -94,6 +95,12 @@ def test_folder_is_resumable_and_bad_videos_are_listed(tmp_path):
                                 feats={"rgb": fz})
   assert fz.calls == calls and set(done) == {"a", "b"}
   assert not [p for p in (out / "rgb").iterdir() if not p.name.endswith(".npy")]
+  # Another pre-processing is never served from the cache: b is redone.
+  log = io.StringIO()
+  extract.extract_videos([str(vids / "b.avi")], str(out), feats={"rgb": fz},
+                         spatial="resize", stream=log)
+  assert fz.calls > calls and "extracting again 1 video(s)" in log.getvalue()
+  assert extract.read_info(str(out))["b"]["spatial"] == "resize"
 
 
 def test_stream_choice_and_cli_errors(tmp_path, capsys):

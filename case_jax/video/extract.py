@@ -137,11 +137,20 @@ def extract_videos(videos: list, out_dir: str, *, streams=("rgb",),
                              "files are named by file name without extension.")
   decode.output_size(1, 1, spatial)          # a bad --spatial before any work
   info = read_info(out_dir)
+  # Reused only when made from the same file with the same pre-processing;
+  # otherwise extracted again (and said so), never silently mixed.
+  same = lambda p, v: (info[v].get("spatial") == spatial
+                       and info[v].get("path") == os.path.abspath(p))
   todo = [(p, v) for p, v in zip(videos, ids)
-          if not (is_done(out_dir, v, streams) and v in info)]
+          if not (is_done(out_dir, v, streams) and v in info and same(p, v))]
   skipped = len(videos) - len(todo)
   if skipped:
     stream.write(f"{skipped} of {len(videos)} videos already extracted in {out_dir}\n")
+  redo = [v for p, v in todo if v in info and is_done(out_dir, v, streams)]
+  if redo:
+    stream.write(f"extracting again {len(redo)} video(s) whose features in "
+                 f"{out_dir} came from another file or another --spatial: "
+                 f"{', '.join(redo[:5])}{' ...' if len(redo) > 5 else ''}\n")
   failed, probes = {}, {}
   for p, v in todo:
     try:
