@@ -15,9 +15,10 @@ $(BASE): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
-# Everything the optional paths need, so no test is skipped on a fresh machine.
+# Everything the optional paths need (the [video] extra included), so no test
+# is skipped on a fresh machine.
 $(STAMP): $(BASE)
-	$(PY) -m pip install --quiet -e '.[test,data]'
+	$(PY) -m pip install --quiet -e '.[test,data,video]'
 	$(PY) -m pip install --quiet '$(TORCH)'
 	touch $@
 

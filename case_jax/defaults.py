@@ -91,6 +91,9 @@ def base_config() -> ml_collections.ConfigDict:
                                   # params and accumulation; see benchmarks/train_step.py)
   c.model.init = "pytorch"        # "pytorch" (U(+-1/sqrt(fan_in)) weights and biases,
                                   # as released) | "flax" (lecun_normal, zero bias)
+  c.model.streams = "rgb,flow"    # "rgb,flow" (released) | "rgb" | "flow": a one-stream
+                                  # CASE (e.g. on RGB features extracted from your own
+                                  # videos); co-labeling then has nothing to fuse
 
   # --- Pseudo-labels (paper §3.2, E.1-E.2; notes §2.2) -------------------------
   c.labeling = ml_collections.ConfigDict()
@@ -249,17 +252,25 @@ def paper_variant(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+VARIANTS = ("paper", "runlocal", "rgb")
+
+
 def apply_variant(c: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
   """The ``--config=configs/x.py:<variant>`` suffix shared by every config:
-  "" (released), "paper" (``paper_variant``), "runlocal" (a seconds-long run)."""
-  if arg == "paper":
-    return paper_variant(c)
-  if arg == "runlocal":
-    c.num_steps = min(c.num_steps, 20)
-    c.log_every = 5
-    return c
-  if arg:
-    raise ValueError(f"unknown config variant {arg!r}: use '', 'paper' or 'runlocal'")
+  "" (released), "paper" (``paper_variant``), "runlocal" (a seconds-long run),
+  "rgb" (an RGB-only model, ``model.streams``); several join with "+"
+  ("rgb+runlocal")."""
+  for part in (arg or "").split("+"):
+    if part == "paper":
+      paper_variant(c)
+    elif part == "runlocal":
+      c.num_steps = min(c.num_steps, 20)
+      c.log_every = 5
+    elif part == "rgb":
+      c.model.streams = "rgb"
+    elif part:
+      raise ValueError(f"unknown config variant {part!r}: use '' or any of "
+                       f"{', '.join(repr(v) for v in VARIANTS)} (joined with '+')")
   return c
 
 

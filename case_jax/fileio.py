@@ -10,15 +10,16 @@ import tempfile
 from typing import Any, Callable, IO
 
 
-def atomic_write(path, write: Callable[[IO[str]], Any]) -> str:
-  """Calls ``write(f)`` on a temp file, then moves it to ``path``; returns it."""
+def atomic_write(path, write: Callable[[IO], Any], *, binary: bool = False) -> str:
+  """Calls ``write(f)`` on a temp file (text, or bytes with ``binary``), then
+  moves it to ``path``; returns it."""
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
                              suffix=".tmp")
   try:
-    with os.fdopen(fd, "w", newline="") as f:
+    with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="")) as f:
       write(f)
       f.flush()
       os.fsync(f.fileno())
@@ -36,6 +37,12 @@ def write_text(path, text: str) -> str:
 
 def write_json(path, obj: Any, indent: int = 2) -> str:
   return atomic_write(path, lambda f: json.dump(obj, f, indent=indent))
+
+
+def save_npy(path, array) -> str:
+  """``np.save`` to ``path``, atomically."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  return atomic_write(path, lambda f: np.save(f, array, allow_pickle=False), binary=True)
 
 
 def read_json(path) -> Any:

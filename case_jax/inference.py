@@ -32,12 +32,12 @@ FG_SCORES = ("attention", "cluster", "fused")
 def foreground_scores(out, q_r, how: str = "fused"):
   """Snippet foreground probability (Table 5 columns).
 
-  attention: P^A = mean of the two streams' attention;
+  attention: P^A = mean of the streams' attention;
   cluster:   P-hat^A = P^C Q^R[:, 0] (Eq. 17), P^C the streams' mean softmax;
   fused:     P-ddot^A = 0.5 P^A + 0.5 P-hat^A (the paper's CAT).
   out: per-stream outputs (B, T, ...); q_r: (K, 2).  Returns (B, T).
   """
-  p_a = labeling.fuse(out["rgb"].att, out["flow"].att)
+  p_a = labeling.fuse_streams([o.att for o in out.values()])
   if how == "attention":
     return p_a
   p_hat = fused_cluster_probs(out) @ q_r[:, 0]
@@ -55,9 +55,8 @@ def forward(model, params, rgb, flow):
 
 
 def fused_cluster_probs(out):
-  """P^C (B, T, K): the two streams' cluster softmax, averaged (Eq. 20)."""
-  return labeling.fuse(jax.nn.softmax(out["rgb"].clu, -1),
-                       jax.nn.softmax(out["flow"].clu, -1))
+  """P^C (B, T, K): the streams' cluster softmax, averaged (Eq. 20)."""
+  return labeling.fuse_streams([jax.nn.softmax(o.clu, -1) for o in out.values()])
 
 
 class SnippetStats:
@@ -127,8 +126,7 @@ def inference_omega(inf_cfg) -> float:
 
 def snippet_class_scores(out, q_r, *, omega: float, fg_score: str):
   """S (B, T, C) = w * mean-stream softmax(cas) + (1 - w) * foreground."""
-  probs = labeling.fuse(jax.nn.softmax(out["rgb"].cas, -1),
-                        jax.nn.softmax(out["flow"].cas, -1))
+  probs = labeling.fuse_streams([jax.nn.softmax(o.cas, -1) for o in out.values()])
   fg = foreground_scores(out, q_r, fg_score)
   return omega * probs + (1.0 - omega) * fg[..., None]
 
@@ -137,9 +135,8 @@ def video_scores(out, scores, k: int):
   """Video-level class probabilities (B, C): top-k of S per class, each
   stream's logits averaged there, softmax per stream, then the mean."""
   idx = labeling.topk_indices(scores, k)
-  per_stream = [jax.nn.softmax(labeling.video_logits(out[s].cas, idx), -1)
-                for s in ("rgb", "flow")]
-  return labeling.fuse(per_stream[0], per_stream[1])
+  return labeling.fuse_streams([jax.nn.softmax(labeling.video_logits(o.cas, idx), -1)
+                               for o in out.values()])
 
 
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=(

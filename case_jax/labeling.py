@@ -33,6 +33,17 @@ def fuse(a, b):
   return 0.5 * (a + b)
 
 
+def fuse_streams(values):
+  """``fuse`` over a model's streams: both -> fuse(rgb, flow); a one-stream
+  model's fusion is that stream's own value."""
+  values = list(values)
+  if len(values) == 1:
+    return values[0]
+  if len(values) != 2:
+    raise ValueError(f"fuse_streams takes one or two streams, got {len(values)}")
+  return fuse(values[0], values[1])
+
+
 # ---------------------------------------------------------------------------
 # MIL baseline (Eq. 18-19, 24).
 # ---------------------------------------------------------------------------

@@ -5,7 +5,10 @@ Overrides: --config.num_steps=100 --config.model.num_clusters=32 ...
 optional there, and its command-line overrides of inference.*, eval.* and
 run keys apply on top (another trained key is refused).
 Variants:  --config=configs/thumos14.py:paper (the paper's values where it and
-           the released code differ), configs/synthetic.py:runlocal (smoke run).
+           the released code differ), configs/synthetic.py:runlocal (smoke run),
+           :rgb (an RGB-only model); joined with "+" (:rgb+paper).
+Videos:    --mode=predict --videos=DIR extracts I3D features first
+           (python -m case_jax.extract; README "Your own videos").
 """
 import sys
 
@@ -31,6 +34,11 @@ flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "inspect",
                   "of --workdir's run and latest checkpoint -> <workdir>/plots/.")
 flags.DEFINE_string("features", None, "--mode=predict: a folder with "
                     "rgb/<video>.npy and flow/<video>.npy (n, D) feature files.")
+flags.DEFINE_string("videos", None, "--mode=predict: video files (a folder or "
+                    "comma-separated files); their I3D features are extracted "
+                    "into <workdir>/predict/features/ first (the [video] extra).")
+flags.DEFINE_string("flow_weights", None, "--mode=predict --videos with a model "
+                    "using flow: pytorch-i3d's flow_imagenet.pt.")
 flags.DEFINE_enum("projection", "pca", ["pca", "tsne"], "--mode=plots: the 2-D "
                   "map of the snippet embeddings (t-SNE: exact, slower).")
 flags.DEFINE_bool("verbose", False, "Show library INFO logs (Orbax, JAX) and "
@@ -60,9 +68,10 @@ def _main(argv):
   if FLAGS.mode == "train":  # cfg.seeds: <workdir>/seed_<s>/ and seeds.md
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     return
-  if FLAGS.mode == "predict" and not FLAGS.features:
-    raise errors.ConfigError("--mode=predict needs --features=DIR: a folder with "
-                             "rgb/<video>.npy and flow/<video>.npy (n, D) files")
+  if FLAGS.mode == "predict" and bool(FLAGS.features) == bool(FLAGS.videos):
+    raise errors.ConfigError("--mode=predict needs either --features=DIR (a folder "
+                             "with rgb/<video>.npy and flow/<video>.npy (n, D) files) "
+                             "or --videos=DIR_OR_FILES (video files)")
   overrides = (config_flags.get_override_values(FLAGS["config"])
                if FLAGS.config is not None else {})
   cfg = workdir.evaluation_config(workdir.local_workdir(FLAGS.workdir),
@@ -72,7 +81,8 @@ def _main(argv):
   elif FLAGS.mode == "plots":
     runs.plots(cfg, FLAGS.workdir, projection=FLAGS.projection)
   else:
-    runs.predict(cfg, FLAGS.workdir, FLAGS.features)
+    runs.predict(cfg, FLAGS.workdir, FLAGS.features, videos=FLAGS.videos,
+                 flow_weights=FLAGS.flow_weights)
 
 
 if __name__ == "__main__":

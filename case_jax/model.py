@@ -13,6 +13,11 @@ them by their row-normalised version outside the gradient first
 (``normalize_prototypes``), as the released code does in place.
 Encoders are temporal convolutions of ``kernel_size`` (released: 1, i.e. a
 per-snippet dense layer).
+
+``model.streams`` selects the streams ("rgb,flow" as released, or one of
+them): a one-stream model has only that stream's parameters and outputs,
+and every two-stream fusion downstream is then that stream's own value
+(``labeling.fuse_streams``).
 """
 from __future__ import annotations
 
@@ -27,6 +32,15 @@ import jax.numpy as jnp
 from case_jax.norms import l2_normalize
 
 STREAMS = ("rgb", "flow")
+
+
+def parse_streams(spec: str) -> tuple[str, ...]:
+  """``model.streams`` ("rgb,flow", "rgb" or "flow") -> the streams, in
+  ``STREAMS`` order."""
+  names = [s.strip() for s in str(spec).split(",") if s.strip()]
+  if not names or any(n not in STREAMS for n in names) or len(set(names)) != len(names):
+    raise ValueError(f"model.streams must be 'rgb,flow', 'rgb' or 'flow', got {spec!r}")
+  return tuple(s for s in STREAMS if s in names)
 
 
 class StreamOutputs(NamedTuple):
@@ -159,13 +173,17 @@ class StreamNet(StreamFields):
 
 
 class CASEModel(StreamFields):
-  """Two independent streams; inputs rgb, flow of shape (B, T, D_s)."""
+  """Independent streams (``streams``, default both); inputs rgb, flow of
+  shape (B, T, D_s); the input of a stream the model lacks is ignored (may
+  be None).  Returns {stream: StreamOutputs}, in ``STREAMS`` order."""
+  streams: tuple = STREAMS
 
   @nn.compact
-  def __call__(self, rgb: jax.Array, flow: jax.Array) -> dict[str, StreamOutputs]:
+  def __call__(self, rgb: jax.Array, flow: jax.Array | None = None
+               ) -> dict[str, StreamOutputs]:
     kw = self.stream_fields()
-    return {"rgb": StreamNet(name="rgb", **kw)(rgb),
-            "flow": StreamNet(name="flow", **kw)(flow)}
+    inputs = {"rgb": rgb, "flow": flow}
+    return {s: StreamNet(name=s, **kw)(inputs[s]) for s in self.streams}
 
 
 _DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
@@ -185,7 +203,9 @@ def fields_from(model_cfg) -> dict:
 
 def from_config(model_cfg, num_classes: int) -> CASEModel:
   """The CASEModel of ``config.model`` for ``num_classes`` classes."""
-  return CASEModel(num_classes=num_classes, **fields_from(model_cfg))
+  return CASEModel(num_classes=num_classes,
+                   streams=parse_streams(model_cfg.get("streams", "rgb,flow")),
+                   **fields_from(model_cfg))
 
 
 def normalize_prototypes(params):

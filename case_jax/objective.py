@@ -18,7 +18,7 @@ from case_jax import collectives as coll
 from case_jax import labeling as lab
 from case_jax import losses
 from case_jax.sinkhorn import Solver
-from case_jax.model import STREAMS, StreamOutputs
+from case_jax.model import StreamOutputs
 
 
 class ObjectiveOutput(NamedTuple):
@@ -101,34 +101,39 @@ def case_objective(out: dict[str, StreamOutputs], labels: jax.Array,
   Eq. 16 on the global batch, without differentiating any collective.
   """
   st = settings
-  b, t, _ = out["rgb"].cas.shape
+  # The model's streams (model.streams); with one, there is nothing to
+  # co-label: each co-labeling switch falls back to its per-stream path,
+  # and every fusion is that stream's own value.
+  streams = tuple(out)
+  pair = len(streams) == 2
+  b, t, _ = out[streams[0]].cas.shape
   n = b * t
   k = max(1, t // st.topk_divisor)
   metrics = {}
 
   # --- MIL top-k and F&B pseudo-labels (Eq. 18-19, 24) -----------------------
   cal = {s: lab.calibrated_cas(out[s].cas, out[s].att, st.mil_omega, st.use_attention)
-         for s in STREAMS}
-  if st.colabel_topk:
+         for s in streams}
+  if st.colabel_topk and pair:
     shared = lab.topk_indices(lab.fuse(cal["rgb"], cal["flow"]), k)
-    idx = {s: shared for s in STREAMS}
+    idx = {s: shared for s in streams}
   else:
-    idx = {s: lab.topk_indices(cal[s], k) for s in STREAMS}
-  l_v = 0.5 * sum(losses.video_ce(lab.video_logits(out[s].cas, idx[s]), labels)
-                  for s in STREAMS)
-  q_a = {s: lab.foreground_labels(idx[s], labels, t) for s in STREAMS}
+    idx = {s: lab.topk_indices(cal[s], k) for s in streams}
+  l_v = lab.fuse_streams([losses.video_ce(lab.video_logits(out[s].cas, idx[s]), labels)
+                          for s in streams])
+  q_a = {s: lab.foreground_labels(idx[s], labels, t) for s in streams}
 
   # --- Attention loss (Eq. 2; Table 9) ----------------------------------------
   if st.use_attention:
     att_fn = {"gce": lambda a, q: losses.generalized_bce(a, q, st.gce_q),
               "bce": losses.balanced_bce}[st.attention]
-    l_a = _stream_sum([att_fn(out[s].att, q_a[s]) for s in STREAMS],
+    l_a = _stream_sum([att_fn(out[s].att, q_a[s]) for s in streams],
                       st.stream_reduce)
   else:
     l_a = jnp.zeros(())
 
-  p_a = lab.fuse(out["rgb"].att.reshape(n), out["flow"].att.reshape(n))
-  q_a_flat = {s: q_a[s].reshape(n) for s in STREAMS}
+  p_a = lab.fuse_streams([out[s].att.reshape(n) for s in streams])
+  q_a_flat = {s: q_a[s].reshape(n) for s in streams}
   local = l_v + st.lambda_a * l_a
   global_terms = jnp.zeros(())
   q_r = q_r_prev
@@ -136,52 +141,52 @@ def case_objective(out: dict[str, StreamOutputs], labels: jax.Array,
 
   # --- Snippet clustering (Eq. 3-7, 13-15, 20) --------------------------------
   if st.snippet_clustering or st.cluster_classification:
-    clu = {s: out[s].clu.reshape(n, -1) for s in STREAMS}
+    clu = {s: out[s].clu.reshape(n, -1) for s in streams}
     temp = st.proto_temp  # released: OT() divides by --temp, not the head's 10
     log_prior = None
     if st.ddcl and st.dcl:
       log_prior = lab.ddcl_log_prior(p_a, q_r_prev[:, 0], st.sigma, st.rank,
                                      axis_name)
-    if st.colabel_clusters:
+    if st.colabel_clusters and pair:
       log_p = lab.fused_log_p(clu["rgb"], clu["flow"], temp, st.eps_on,
                               st.colabel_fuse)
       q, info = lab.cluster_labels(
           log_p, lab.fuse(clu["rgb"], clu["flow"]), st.solver, dcl=st.dcl,
           hard=st.hard, log_prior=log_prior, axis_name=axis_name)
-      q_c = {s: q for s in STREAMS}
+      q_c = {s: q for s in streams}
     else:
       q_c, info = {}, None
-      for s in STREAMS:
+      for s in streams:
         q_c[s], info = lab.cluster_labels(
             lab.ot_log_p(clu[s], temp, st.eps_on), clu[s], st.solver, dcl=st.dcl,
             hard=st.hard, log_prior=log_prior, axis_name=axis_name)
     if st.snippet_clustering:
-      l_c = _stream_sum([losses.soft_ce(q_c[s], clu[s]) for s in STREAMS],
+      l_c = _stream_sum([losses.soft_ce(q_c[s], clu[s]) for s in streams],
                         st.stream_reduce)
       local = local + st.lambda_c * l_c
-    metrics["H_qc"] = coll.pmean(lab.entropy(q_c["rgb"]), axis_name)
+    metrics["H_qc"] = coll.pmean(lab.entropy(q_c[streams[0]]), axis_name)
     if info is not None:
       metrics["qc_col_error"] = info.col_error
 
     # --- Cluster classification (Eq. 8-12, 22) --------------------------------
     if st.cluster_classification:
-      emb = {s: out[s].emb.reshape(n, -1) for s in STREAMS}
+      emb = {s: out[s].emb.reshape(n, -1) for s in streams}
       cls = {s: lab.cluster_cls_logits(q_c[s], q_a_flat[s], emb[s], st.proto_temp,
-                                       axis_name) for s in STREAMS}
-      beta = lab.beta_r(lab.fuse(q_a_flat["rgb"], q_a_flat["flow"]), st.beta_r,
+                                       axis_name) for s in streams}
+      beta = lab.beta_r(lab.fuse_streams([q_a_flat[s] for s in streams]), st.beta_r,
                         axis_name)
-      if st.colabel_cluster_cls:
+      if st.colabel_cluster_cls and pair:
         log_p_r = lab.fused_log_p(lax.stop_gradient(cls["rgb"]),
                                   lax.stop_gradient(cls["flow"]),
                                   st.proto_temp, st.eps_on, st.colabel_fuse)
         q_r, _ = lab.cluster_cls_labels(log_p_r, beta, st.solver)
-        targets = {s: q_r for s in STREAMS}
+        targets = {s: q_r for s in streams}
       else:
         targets = {s: lab.cluster_cls_labels(
             lab.ot_log_p(lax.stop_gradient(cls[s]), st.proto_temp, st.eps_on),
-            beta, st.solver)[0] for s in STREAMS}
-        q_r = lab.fuse(targets["rgb"], targets["flow"])
-      l_r = _stream_sum([losses.soft_ce(targets[s], cls[s]) for s in STREAMS],
+            beta, st.solver)[0] for s in streams}
+        q_r = lab.fuse_streams([targets[s] for s in streams])
+      l_r = _stream_sum([losses.soft_ce(targets[s], cls[s]) for s in streams],
                         st.stream_reduce)
       global_terms = global_terms + st.lambda_r * l_r
       metrics["H_qr"] = lab.entropy(q_r)
@@ -202,7 +207,7 @@ def case_objective(out: dict[str, StreamOutputs], labels: jax.Array,
       # Fig. 4: the range of P^A over the global batch.
       pa_max=_metric_max(jnp.max(p_a), axis_name),
       pa_min=-_metric_max(-jnp.min(p_a), axis_name),
-      pseudo_fg=coll.pmean(jnp.mean(q_a_flat["rgb"]), axis_name))
+      pseudo_fg=coll.pmean(jnp.mean(q_a_flat[streams[0]]), axis_name))
   if fg_mask is not None:
     known = (fg_mask >= 0).reshape(n)
     hit = ((p_a > 0.5) == (fg_mask.reshape(n) > 0)) & known

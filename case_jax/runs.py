@@ -115,14 +115,32 @@ class FeatureFolder:
     (the ACM-Net release), split at the trained model's ``rgb_dim``.
 
   Video ids are the file names without .npy, whatever their form (v_ ids).
+  A one-stream model (``streams``) needs only its stream's folder; the other
+  stream is then an (n, 0) array.  ``durations``: {video id: seconds} of
+  the original videos (else n snippets' worth).
   """
 
   def __init__(self, directory: str, classes, rgb_dim: int, flow_dim: int, *,
-               fps: float, snippet_frames: int):
+               fps: float, snippet_frames: int, streams=model_lib.STREAMS,
+               durations=None):
     rgb_dir, flow_dir = os.path.join(directory, "rgb"), os.path.join(directory, "flow")
     self.classes = list(classes)
     self.fps, self.snippet_frames = fps, snippet_frames   # the time base
-    if os.path.isdir(rgb_dir) or os.path.isdir(flow_dir) or not _npy_files(directory):
+    durations = durations or {}
+    if tuple(streams) != model_lib.STREAMS:
+      only = streams[0]
+      folder = os.path.join(directory, only)
+      ids = _npy_files(folder)
+      if not ids:
+        raise errors.MissingFile(f"no .npy feature files in {folder}: this {only}-only "
+                                 f"model reads {only}/<video>.npy files, (n, D) each.")
+      dim = rgb_dim if only == "rgb" else flow_dim
+      pairs = []
+      for vid in ids:
+        x = _load(os.path.join(folder, vid + ".npy"), dim)
+        none = np.zeros((len(x), 0), np.float32)
+        pairs.append((vid, x, none) if only == "rgb" else (vid, none, x))
+    elif os.path.isdir(rgb_dir) or os.path.isdir(flow_dir) or not _npy_files(directory):
       pairs = self._stream_folders(rgb_dir, flow_dir, rgb_dim, flow_dim)
     else:
       width = f"(n, {rgb_dim + flow_dim}): rgb ({rgb_dim}) then flow ({flow_dim}) columns"
@@ -133,7 +151,7 @@ class FeatureFolder:
     self.records = [data_lib.VideoRecord(
         video_id=vid, rgb=rgb, flow=flow,
         labels=np.zeros(len(self.classes), np.float32), segments=(),
-        duration=len(rgb) * snippet_frames / fps, fps=fps,
+        duration=durations.get(vid, len(rgb) * snippet_frames / fps), fps=fps,
         snippet_frames=snippet_frames) for vid, rgb, flow in pairs]
 
   @staticmethod
@@ -183,16 +201,58 @@ def _load(path: str, dim: int, shape: str = "") -> np.ndarray:
   return x
 
 
-def predict(cfg, workdir: str, features: str, stream=None) -> dict:
-  """Detections for a folder of unlabelled videos -> <workdir>/predict/."""
+def predict(cfg, workdir: str, features: str | None = None, stream=None, *,
+            videos: str | None = None, flow_weights: str | None = None) -> dict:
+  """Detections for unlabelled videos -> <workdir>/predict/: from a folder of
+  ``features``, or from video files (``videos``: a folder or comma-separated
+  files), whose I3D features are extracted first into
+  <workdir>/predict/features/ (kept: a second run reuses them).  With
+  ``videos`` a timeline PNG per video goes to <workdir>/predict/plots/, and
+  the seconds are those of the original video (from its first frame)."""
   stream = stream or sys.stdout
   workdir = workdir_lib.local_workdir(workdir)
   model, state, info = load_trained(cfg, workdir)
-  videos = FeatureFolder(features, info["classes"], info["rgb_dim"], info["flow_dim"],
-                         fps=cfg.data.fps, snippet_frames=cfg.data.snippet_frames)
-  dets, _, _ = inference.detect_dataset(videos, model, state.params, state.q_r, cfg)
   out_dir = os.path.join(workdir, "predict")
+  durations = None
+  if videos is not None:
+    from case_jax.video.i3d import FEATURE_DIM  # pylint: disable=import-outside-toplevel
+    dims = {s: info[f"{s}_dim"] for s in model.streams}
+    if any(d != FEATURE_DIM for d in dims.values()):
+      raise errors.ConfigError(
+          f"{workdir} was trained on features of widths {dims} (run.json); I3D "
+          f"features of videos are {FEATURE_DIM}-d: use a model trained on "
+          "I3D features (e.g. a THUMOS14 release, --config=configs/thumos14.py:rgb).")
+    features, durations = extract_for(model.streams, videos, out_dir, flow_weights,
+                                       stream)
+  folder = FeatureFolder(features, info["classes"], info["rgb_dim"], info["flow_dim"],
+                         fps=cfg.data.fps, snippet_frames=cfg.data.snippet_frames,
+                         streams=model.streams, durations=durations)
+  if durations is not None:   # only the videos asked for, not every cached one
+    folder.records = [r for r in folder.records if r.video_id in durations]
+  dets, fgs, _ = inference.detect_dataset(folder, model, state.params, state.q_r, cfg)
   evaluator_lib.Evaluator.write(out_dir, {"raw": dets, "class_names": info["classes"]})
   n = sum(len(v) for v in dets.values())
-  stream.write(f"{n} detections for {len(videos)} videos -> {out_dir}/detections.json\n")
+  stream.write(f"{n} detections for {len(folder)} videos -> {out_dir}/detections.json\n")
+  if videos is not None:
+    snip = visualize.collect_snippets(folder, model, state.params, state.q_r, cfg,
+                                      timeline_ids=[r.video_id for r in folder.records],
+                                      max_points=1)
+    pngs = visualize.timelines(cfg, os.path.join(out_dir, "plots"), folder.records,
+                               snip["scores"], dets, info["classes"], step=int(state.step))
+    stream.write(f"{len(pngs)} timelines -> {out_dir}/plots/\n")
   return dets
+
+
+def extract_for(streams, videos: str, out_dir: str, flow_weights, stream):
+  """I3D features of ``videos`` for a model of ``streams``, cached under
+  ``out_dir``/features; returns (that folder, {video id: duration s})."""
+  from case_jax.video import decode, extract  # pylint: disable=import-outside-toplevel
+  if "flow" in streams and not flow_weights:
+    raise errors.ConfigError(
+        "this model uses the flow stream: pass --flow_weights=flow_imagenet.pt "
+        "(pytorch-i3d's flow I3D) to extract it, or use an RGB-only model "
+        "(trained with --config=...:rgb, model.streams=rgb).")
+  feat_dir = os.path.join(out_dir, "features")
+  done = extract.extract_videos(decode.list_videos(videos), feat_dir, streams=streams,
+                                flow_weights=flow_weights, stream=stream)
+  return feat_dir, {v: float(d["duration"]) for v, d in done.items()}

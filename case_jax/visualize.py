@@ -169,7 +169,8 @@ def collect_snippets(dataset, model, params, q_r, cfg, *,
   want = set(map(str, timeline_ids))
   rng = np.random.default_rng(seed)
   scores, total = {}, 0
-  pool = {"key": np.zeros(0), "fg": np.zeros(0), "rgb": None, "flow": None}
+  streams = model.streams
+  pool = {"key": np.zeros(0), "fg": np.zeros(0), **{s: None for s in streams}}
   for batch in data_lib.eval_batches(dataset, num_segments=t,
                                      batch_size=cfg.inference.batch_size if t else 1,
                                      pad_last=True,
@@ -183,7 +184,7 @@ def collect_snippets(dataset, model, params, q_r, cfg, *,
       if vid in want:
         scores[vid] = {"p_a": fg["attention"][i], "p_hat": fg["cluster"][i],
                        "p_ddot": fg["fused"][i]}
-    emb = {s: np.asarray(jax.device_get(out[s].emb))[valid] for s in ("rgb", "flow")}
+    emb = {s: np.asarray(jax.device_get(out[s].emb))[valid] for s in streams}
     labels = np.asarray(batch["fg_mask"])[valid].reshape(-1)
     keys = rng.random(labels.size)
     total += labels.size
@@ -191,14 +192,14 @@ def collect_snippets(dataset, model, params, q_r, cfg, *,
     keep = np.argsort(merged, kind="stable")[:max_points]
     pool["key"] = merged[keep]
     pool["fg"] = np.concatenate([pool["fg"], labels])[keep]
-    for s in ("rgb", "flow"):
+    for s in streams:
       new = _unit(emb[s].reshape(-1, emb[s].shape[-1])).astype(np.float32)
       pool[s] = new[keep] if pool[s] is None else np.concatenate([pool[s], new])[keep]
   unit_params = model_lib.normalize_prototypes(params)
   return {"scores": scores,
-          "emb": {s: pool[s] for s in ("rgb", "flow")},
+          "emb": {s: pool[s] for s in streams},
           "fg": pool["fg"].astype(np.int64),
-          "protos": {s: np.asarray(unit_params[s]["prototypes"]) for s in ("rgb", "flow")},
+          "protos": {s: np.asarray(unit_params[s]["prototypes"]) for s in streams},
           "total": total}
 
 
@@ -215,6 +216,27 @@ def _snippet_times(rec, num_segments, sampling="resample") -> np.ndarray:
     num_segments = None
   idx = np.arange(n) if num_segments is None else data_lib.sample_test_indices(n, num_segments)
   return (idx + 0.5) * rec.seconds_per_snippet
+
+
+def timelines(cfg, out_dir: str, records, scores: dict, detections: dict,
+              class_names, *, step: int) -> list[str]:
+  """Fig. 7: one ``timeline_<video>.png`` per record with scores
+  (``collect_snippets``' "scores"), its ground truth and ``detections``
+  ({video_id: [{"label", "score", "segment"}]}); returns the paths."""
+  used = inference.detection_fg_score(cfg.inference)
+  written = []
+  for rec in records:
+    sc = scores.get(rec.video_id)
+    if sc is None:
+      continue
+    written.append(plots.video_timeline(
+        os.path.join(out_dir, f"timeline_{_safe(rec.video_id)}.png"), rec.video_id,
+        _snippet_times(rec, cfg.data.num_segments, _sampling_of(cfg)), sc,
+        [(s.start_s, s.end_s, s.class_index) for s in rec.segments],
+        detections.get(rec.video_id, []), list(class_names),
+        duration=getattr(rec, "duration", None),
+        note=f"(step {step}; detections use the {used} score)"))
+  return written
 
 
 # =============================================================================
@@ -259,24 +281,14 @@ def write_plots(cfg, workdir: str, *, model, state, test_set=None,
                           max_points=max_points, seed=seed)
 
   # Fig. 7: per-video timelines.
-  inf = cfg.inference
-  used = inference.detection_fg_score(inf)
-  for rec in records:
-    sc = snip["scores"].get(rec.video_id)
-    if sc is None:
-      continue
-    written.append(plots.video_timeline(
-        os.path.join(out_dir, f"timeline_{_safe(rec.video_id)}.png"), rec.video_id,
-        _snippet_times(rec, cfg.data.num_segments, _sampling_of(cfg)), sc,
-        [(s.start_s, s.end_s, s.class_index) for s in rec.segments],
-        evaluated["detections"].get(rec.video_id, []), list(test_set.classes),
-        duration=getattr(rec, "duration", None),
-        note=f"(step {step}; detections use the {used} score)"))
+  written += timelines(cfg, out_dir, records, snip["scores"], evaluated["detections"],
+                       list(test_set.classes), step=step)
 
   # Fig. 6: embeddings and prototypes per stream.
   fg_clusters = np.asarray(state.q_r)[:, 0] > 0.5
   panels = []
-  for s, name in (("rgb", "RGB"), ("flow", "Flow")):
+  for s in snip["emb"]:
+    name = {"rgb": "RGB", "flow": "Flow"}[s]
     pts, cpts, labels, n = project(snip["emb"][s], snip["protos"][s], projection, seed)
     panels.append({"title": f"{name} stream: attention-branch embeddings",
                    "points": pts, "fg": snip["fg"][:n], "protos": cpts,

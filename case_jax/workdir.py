@@ -60,9 +60,29 @@ def saved_config(directory: str) -> Optional[dict]:
 
 def trained_keys_diff(saved: dict, cfg) -> list:
   """[(key, saved value, cfg's value)] in what is trained (not RUN_KEYS,
-  not inference.*/eval.*)."""
+  not inference.*/eval.*).  A key that a config.json written before it
+  existed lacks is no difference when ``cfg`` has its default (e.g.
+  model.streams: every earlier run trained both streams)."""
+  base = defaults.base_config()
   return [d for d in defaults.config_diff(saved, cfg, ignore=RUN_KEYS)
-          if not d[0].startswith(EVAL_PREFIXES)]
+          if not d[0].startswith(EVAL_PREFIXES)
+          and not (_lacks(saved, d[0]) and _lookup(base, d[0]) == d[2])]
+
+
+def _lacks(tree: dict, dotted: str) -> bool:
+  for k in dotted.split("."):
+    if not isinstance(tree, dict) or k not in tree:
+      return True
+    tree = tree[k]
+  return False
+
+
+def _lookup(cfg, dotted: str):
+  for k in dotted.split("."):
+    if k not in cfg:
+      return None
+    cfg = cfg[k]
+  return cfg
 
 
 def trained_diff(directory: str, cfg) -> list:

@@ -18,6 +18,7 @@ import pytest
 
 from case_jax import ablations, evaluation
 from case_jax.data import prepare, synthetic
+from case_jax import extract as extract_cli
 from case_jax.tools import ablate, import_torch
 from tests.cli_check import REPO, assert_clean_refusal, run_module
 from tests.conftest import SHARED_DATA
@@ -44,6 +45,7 @@ ENTRY = {
     "ablations": ablations.main,
     "prepare": prepare.main,
     "synthetic": synthetic.main,
+    "extract": extract_cli.main,
     **{n: m.main for n, m in LAUNCHERS.items()},
 }
 
@@ -119,6 +121,11 @@ CASES = [
      2, [GT_JSON, "'bogus'"]),
     ("eval-bad-tiou", "evaluation", [GT_JSON, "{good.json}", "--tiou=0.1:0.7"], 2,
      ["--tiou"]),
+    ("extract-missing-videos", "extract", ["--videos={missing}", "--out={tmp}"], 2,
+     ["{missing}", "no such video"]),
+    ("extract-not-a-video", "extract", ["--videos={malformed.json}", "--out={tmp}",
+                                        "--batch_size=1"], 2,
+     ["{malformed.json}", "cannot be read as a video"]),
     ("import-missing-model", "import_torch", ["{missing}", "{missing}", "--out={tmp}"],
      2, ["{missing}", "best_model.pkl"]),
     ("import-not-torch", "import_torch", ["{garbage.pkl}", "{missing}", "--out={tmp}"],
@@ -285,6 +292,8 @@ HELP = {
     "synthetic": ["--root", "--seed", "--num-train", "--num-test", "--num-classes",
                   "--feature-dim", "--time-scale", "--max-snippets", "--stats",
                   "--overwrite", "--verbose"],
+    "extract": ["--videos", "--out", "--streams", "--flow_weights", "--spatial",
+                "--batch_size", "--verbose"],
     "local_multiprocess": ["-- <case_jax.main flags>", "--num-processes", "--host",
                            "--port", "--devices-per-process", "--platform",
                            "--timeout", "--dry-run", "--verbose"],

@@ -5,6 +5,7 @@ its own rows of every global batch, match the single-process result.
 The worker is this file run as a script (``python tests/test_distributed.py
 --worker OUT``), started through launch/local_multiprocess.py.
 """
+import json
 import os
 import socket
 import subprocess
@@ -154,44 +155,17 @@ def _final_state(workdir):
 
 
 @pytest.mark.slow
-def test_two_process_training_run_matches_single_process(tmp_path):
-  import jax
-  multi, single = str(tmp_path / "multi"), str(tmp_path / "single")
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={LOCAL_DEVICES}",
-             PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  cmd = [sys.executable, os.path.join(REPO, "launch", "local_multiprocess.py"),
-         "--num-processes=2", f"--port={_free_port()}", "--timeout=200", "--",
-         sys.executable, "-m", "case_jax.main", *TRAIN_FLAGS,
-         f"--workdir={multi}"]
-  proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
-                        timeout=260)
-  assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
-  assert "Rank 1 is connected" in proc.stdout  # really two gloo-connected processes
-  env1 = dict(env, XLA_FLAGS=f"--xla_force_host_platform_device_count={2 * LOCAL_DEVICES}")
-  proc1 = subprocess.run([sys.executable, "-m", "case_jax.main", *TRAIN_FLAGS,
-                          f"--workdir={single}"], cwd=REPO, env=env1,
-                         capture_output=True, text=True, timeout=200)
-  assert proc1.returncode == 0, proc1.stderr[-3000:]
-  a, b = _final_state(multi), _final_state(single)
-  assert int(a.step) == int(b.step) == 6
-  for x, y in zip(jax.tree.leaves((a.params, a.q_r)), jax.tree.leaves((b.params, b.q_r))):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5, rtol=1e-5)
-  # one metrics log (process 0), one line per step
-  lines = [l for l in open(os.path.join(multi, "metrics.jsonl")) if '"loss"' in l]
-  assert len(lines) == 6
-
-
-@pytest.mark.slow
 def test_two_process_preemption_resumes_the_identical_trajectory(tmp_path):
-  """SIGTERM to the launcher reaches both processes; they agree on one step,
-  checkpoint it and exit 75; relaunching resumes and ends where an
-  uninterrupted two-process run ends."""
+  """A full training run over 2 processes x 2 devices (each host reading only
+  its rows): SIGTERM to the launcher reaches both processes; they agree on
+  one step, checkpoint it and exit 75; relaunching resumes and ends where an
+  uninterrupted single-process run on 4 devices ends (one run proves both
+  the resume and the multi-process = single-process equality)."""
   import signal
   import time
   import jax
   from case_jax import checkpoint as ckpt_lib
-  steps = 60
+  steps = 30
   flags = [f for f in TRAIN_FLAGS if not f.startswith(("--config.num_steps",
                                                        "--config.checkpoint_every"))]
   flags += [f"--config.num_steps={steps}", "--config.checkpoint_every=100000"]
@@ -205,7 +179,7 @@ def test_two_process_preemption_resumes_the_identical_trajectory(tmp_path):
             sys.executable, "-m", "case_jax.main", *flags,
             f"--workdir={workdir}"]
 
-  a, b = str(tmp_path / "preempted"), str(tmp_path / "straight")
+  a, b = str(tmp_path / "preempted"), str(tmp_path / "single")
   log = os.path.join(a, "metrics.jsonl")
   proc = subprocess.Popen(launch(a), cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
@@ -228,12 +202,20 @@ def test_two_process_preemption_resumes_the_identical_trajectory(tmp_path):
   assert f"[0] Preempted at step {saved[0]}" in out and \
       f"[1] Preempted at step {saved[0]}" in out
 
-  for workdir in (a, b):
-    done = subprocess.run(launch(workdir), cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=260)
-    assert done.returncode == 0, done.stdout[-5000:]
+  done = subprocess.run(launch(a), cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=260)
+  assert done.returncode == 0, done.stdout[-5000:]
+  assert "Rank 1 is connected" in done.stdout  # really two gloo-connected processes
+  env1 = dict(env, XLA_FLAGS=f"--xla_force_host_platform_device_count={2 * LOCAL_DEVICES}")
+  single = subprocess.run([sys.executable, "-m", "case_jax.main", *flags,
+                           f"--workdir={b}"], cwd=REPO, env=env1,
+                          capture_output=True, text=True, timeout=260)
+  assert single.returncode == 0, single.stderr[-3000:]
   sa, sb = _final_state(a), _final_state(b)
   assert int(sa.step) == int(sb.step) == steps
   for x, y in zip(jax.tree.leaves((sa.params, sa.opt_state, sa.q_r)),
                   jax.tree.leaves((sb.params, sb.opt_state, sb.q_r))):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5, rtol=1e-5)
+  # One metrics log (process 0), each step once across the preemption.
+  steps_logged = [json.loads(l)["step"] for l in open(log) if '"loss"' in l]
+  assert steps_logged == list(range(1, steps + 1))

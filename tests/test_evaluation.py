@@ -27,15 +27,15 @@ WTALC_DIR = os.path.join(DATA, "thumos14_wtalc_annotations")
 # ---------------------------------------------------------------------------
 # Fixtures.
 # ---------------------------------------------------------------------------
-def _gt_json(videos):
+def gt_json_dict(videos, duration=100.0):
   """videos: {vid: (subset, [(label, s, e), ...])} -> gt.json dict."""
   return {"version": "test", "database": {
-      vid: {"subset": sub, "duration": 100.0, "annotations": [
+      vid: {"subset": sub, "duration": duration, "annotations": [
           {"segment": [s, e], "label": lab} for lab, s, e in anns]}
       for vid, (sub, anns) in videos.items()}}
 
 
-def _results(dets):
+def results_dict(dets):
   """dets: [(vid, label, score, s, e)] -> result json dict (input order kept)."""
   out = {}
   for vid, lab, score, s, e in dets:
@@ -93,7 +93,7 @@ def _random_fixture(rng):
       vid = str(rng.choice(list(videos)))
       s = float(rng.integers(0, 80)) * 0.5
       dets.append((vid, lab, score, s, s + float(rng.integers(1, 20))))
-  return _gt_json(videos), _results(dets)
+  return gt_json_dict(videos), results_dict(dets)
 
 
 # ---------------------------------------------------------------------------
@@ -135,8 +135,8 @@ def test_gt_tie_order_stable():
 
 
 def test_detection_in_video_without_its_class_is_fp():
-  gt = _gt_json({"v1": ("test", [("A", 0, 10)]), "v2": ("test", [("B", 0, 10)])})
-  res = _results([("v2", "A", 0.9, 0, 10),      # right place, wrong video: FP
+  gt = gt_json_dict({"v1": ("test", [("A", 0, 10)]), "v2": ("test", [("B", 0, 10)])})
+  res = results_dict([("v2", "A", 0.9, 0, 10),      # right place, wrong video: FP
                   ("v1", "A", 0.5, 0, 10),      # TP
                   ("elsewhere", "B", 0.95, 0, 10),  # video outside GT: FP
                   ("v2", "B", 0.1, 0, 10)])     # TP
@@ -147,41 +147,41 @@ def test_detection_in_video_without_its_class_is_fp():
 
 
 def test_validation_video_counts_as_outside_test_subset():
-  gt = _gt_json({"t": ("test", [("A", 0, 10)]), "val": ("validation", [("A", 0, 10)])})
-  out = _evaluate(gt, _results([("val", "A", 0.9, 0, 10), ("t", "A", 0.8, 0, 10)]), [0.5])
+  gt = gt_json_dict({"t": ("test", [("A", 0, 10)]), "val": ("validation", [("A", 0, 10)])})
+  out = _evaluate(gt, results_dict([("val", "A", 0.9, 0, 10), ("t", "A", 0.8, 0, 10)]), [0.5])
   np.testing.assert_allclose(out["ap"], [[0.5]])
   assert out["num_gt"].tolist() == [1]
 
 
 def test_empty_predictions():
-  gt = _gt_json({"v": ("test", [("A", 0, 10), ("B", 20, 30)])})
-  out = _evaluate(gt, _results([("v", "A", 0.9, 0, 10)]), ev.THUMOS_TIOUS)
+  gt = gt_json_dict({"v": ("test", [("A", 0, 10), ("B", 20, 30)])})
+  out = _evaluate(gt, results_dict([("v", "A", 0.9, 0, 10)]), ev.THUMOS_TIOUS)
   np.testing.assert_allclose(out["ap"][:, 0], 1.0)
   np.testing.assert_allclose(out["ap"][:, 1], 0.0)   # class without predictions
   np.testing.assert_allclose(out["map"], 0.5)
-  out = _evaluate(gt, _results([]), ev.THUMOS_TIOUS)
+  out = _evaluate(gt, results_dict([]), ev.THUMOS_TIOUS)
   assert out["average_map"] == 0.0 and not out["ap"].any()
   assert set(out["summary"]) == {"AVG(0.1:0.5)", "AVG(0.3:0.7)", "AVG(0.1:0.7)"}
 
 
 def test_unknown_label_is_rejected(tmp_path):
-  gt = _gt_json({"v": ("test", [("A", 0, 10)]), "w": ("validation", [("Z", 0, 1)])})
+  gt = gt_json_dict({"v": ("test", [("A", 0, 10)]), "w": ("validation", [("Z", 0, 1)])})
   path = tmp_path / "pred.json"
   # "Z" is a class of the file but not of the test subset: also unknown.
   for label in ("NotAClass", "Z"):
-    path.write_text(json.dumps(_results([("v", label, 0.9, 0, 10)])))
+    path.write_text(json.dumps(results_dict([("v", label, 0.9, 0, 10)])))
     with pytest.raises(ValueError, match=rf"pred\.json.*{label!r}"):
       ev.evaluate_detections(gtm.ground_truth_from_dict(gt), str(path))
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path):
-  gt = _gt_json({"v": ("test", [("A", 0, 10)])})
+  gt = gt_json_dict({"v": ("test", [("A", 0, 10)])})
   with pytest.raises(ValueError, match="subsets present"):
     gtm.ground_truth_from_dict(gt, subset="testing")
   with pytest.raises(ValueError, match="NaN"):
     detection_set.detections_from_arrays(["v"], ["A"], [float("nan")], [[0, 1]])
   with pytest.raises(ValueError, match="tie_order"):
-    _evaluate(gt, _results([("v", "A", 0.9, 0, 10)]), [0.5], tie_order="fast")
+    _evaluate(gt, results_dict([("v", "A", 0.9, 0, 10)]), [0.5], tie_order="fast")
   with pytest.raises(ValueError, match="class_names"):
     detection_set.detections_from_arrays(["v"], [0], [0.5], [[0, 1]])
   with pytest.raises(FileNotFoundError, match="missing W-TALC"):
@@ -336,8 +336,8 @@ def test_split_check_warns_on_disagreement():
 # ---------------------------------------------------------------------------
 def test_cli_prints_table_and_writes_json(tmp_path, capsys):
   gt_path, pred_path, out_path = (tmp_path / n for n in ("gt.json", "p.json", "o.json"))
-  gt_path.write_text(json.dumps(_gt_json({"v": ("test", [("A", 0, 10), ("B", 20, 30)])})))
-  pred_path.write_text(json.dumps(_results([("v", "A", 0.9, 0, 10), ("v", "B", 0.9, 20, 24)])))
+  gt_path.write_text(json.dumps(gt_json_dict({"v": ("test", [("A", 0, 10), ("B", 20, 30)])})))
+  pred_path.write_text(json.dumps(results_dict([("v", "A", 0.9, 0, 10), ("v", "B", 0.9, 20, 24)])))
   ev.main([str(gt_path), str(pred_path), "--json", str(out_path)])
   text = capsys.readouterr().out
   assert "mAP (%)" in text and "AVG(0.3:0.7)" in text

@@ -72,6 +72,9 @@ Synthetic test/demo data in the same layout (``synthetic``)::
                          feature_dim=64, seed=0, time_scale=0.5,
                          max_snippets=400, stats=None, overwrite=False)
   python -m case_jax.data.synthetic --root DIR [--seed N ...]
+  # ActivityNet-shaped (100 / 200 classes, training / validation subsets),
+  # in any layout: write_synthetic(root, shape="anet13", layout="acmnet")
+  python -m case_jax.data.synthetic --root DIR --shape anet13 --layout acmnet
 """
 from case_jax.data.acmnet_layout import AcmnetDataset
 from case_jax.data.classes import config_classes, read_class_file

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -159,6 +159,26 @@ BUILTIN_STATS = {
         multi_label=0.1604),
 }
 
+# ActivityNet-shaped tables (used for both 1.2 and 1.3; keys "train" =
+# subset training, "test" = validation).  Chosen, not derived from a real
+# file (none is shipped here), to match the published totals of release 1.3
+# (activity-net.org: 10,024 training videos with 15,410 instances and 4,926
+# validation videos with 7,654, i.e. about 1.54 instances per video; ~648 h
+# over ~20k videos, i.e. a mean duration near 117 s): long instances that
+# cover about half of a video, one activity class per video.
+# tests/test_data_synthetic.py checks the generated means against the totals.
+_ANET = SubsetStats(
+    duration_s=(12.0, 27.0, 37.0, 46.0, 54.0, 62.0, 70.0, 78.0, 85.0, 93.0,
+                102.0, 111.0, 119.0, 129.0, 140.0, 151.0, 165.0, 180.0, 200.0,
+                225.0, 582.0),
+    fg_fraction=(0.04, 0.12, 0.19, 0.25, 0.3, 0.35, 0.4, 0.44, 0.48, 0.52,
+                 0.56, 0.6, 0.64, 0.68, 0.72, 0.76, 0.8, 0.84, 0.88, 0.9, 0.9),
+    instance_s=(2.0, 6.0, 11.0, 16.0, 21.0, 26.0, 30.0, 35.0, 42.0, 48.0, 54.0,
+                61.0, 69.0, 77.0, 86.0, 98.0, 110.0, 126.0, 147.0, 179.0,
+                352.0),
+    multi_label=0.0)
+ACTIVITYNET_STATS = {"train": _ANET, "test": _ANET}
+
 
 # ---------------------------------------------------------------------------
 # Annotation statistics.
@@ -179,15 +199,19 @@ def _round_sig(values: np.ndarray, digits: int = 4) -> tuple[float, ...]:
   return tuple(float(f"{v:.{digits}g}") for v in values)
 
 
-def annotation_stats(gt_file: str | os.PathLike) -> dict[str, SubsetStats]:
-  """Quantile tables of a THUMOS14-style gt.json, keyed "train"/"test".
+def annotation_stats(gt_file: str | os.PathLike,
+                     subsets: Optional[dict[str, str]] = None
+                     ) -> dict[str, SubsetStats]:
+  """Quantile tables of a gt.json, keyed "train"/"test".
 
-  Needs ``duration`` in every entry; segments are clipped to [0, duration]
-  (the real file has a few annotations past the end of their video).
+  ``subsets`` maps each split to its gt subset (default ``GT_SUBSET``, the
+  THUMOS14 names).  Needs ``duration`` in every entry; segments are clipped
+  to [0, duration] (the real file has a few annotations past the end of
+  their video).
   """
   gt = read_gt(gt_file)
   out = {}
-  for split, subset in GT_SUBSET.items():
+  for split, subset in (subsets or GT_SUBSET).items():
     videos = [v for v in gt.values() if v.subset == subset]
     if not videos or any(v.duration is None for v in videos):
       raise ValueError(f"{gt_file}: need videos of subset '{subset}' with a "
