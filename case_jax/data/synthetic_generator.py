@@ -52,12 +52,14 @@ import numpy as np
 from case_jax.data.gt_json import read_gt
 from case_jax.data.records import FEATURE_FPS, SNIPPET_FRAMES
 from case_jax.data.thumos_layout import STREAMS
+from case_jax.data.synthetic_signal import (  # noqa: F401 (re-exported)
+    SIGNAL_PRESETS, SignalSettings, signal_settings)
 
 SECONDS_PER_SNIPPET = SNIPPET_FRAMES / FEATURE_FPS
 QUANTILE_LEVELS = np.linspace(0.0, 1.0, 21)
 GT_SUBSET = {"train": "validation", "test": "test"}   # as in the real gt.json
 
-# Structure of the signal model (its amplitudes: SignalSettings below).
+# Structure of the signal model (its amplitudes: synthetic_signal.SignalSettings).
 NOISE_STD = 1.0
 PHASES_PER_CLASS = (2, 3)
 NUM_NEUTRAL_SCENES = 2
@@ -65,64 +67,6 @@ CLUTTER_RHO = 0.9
 RAMP_SNIPPETS = (1, 2, 3)
 MAX_FG_FRACTION = 0.9
 MIN_SNIPPETS = 4
-
-
-@dataclass(frozen=True)
-class SignalSettings:
-  """The signal model's amplitudes and probabilities (amplitudes are
-  matched-filter SNRs over a per-dimension noise std of 1).
-
-  scene_snr_rgb/flow: the video's background scene, present throughout;
-  p_preferred_scene: P(the scene is the primary class's own, else any scene);
-  phase_snr_strong/weak: a (class, phase) direction in a stream where it is
-  strong / weak; phase_strong_in: P(strong in rgb only, flow only, both);
-  motion_snr: the flow motion shared by every action and the distractors;
-  distractors_per_bg_second: Poisson rate of motion-only background
-  intervals per real background second; video_offset_snr: a per-video
-  constant; clutter_std: per-dimension std of the AR(1) clutter.
-  """
-  scene_snr_rgb: float
-  scene_snr_flow: float
-  p_preferred_scene: float
-  phase_snr_strong: float
-  phase_snr_weak: float
-  phase_strong_in: tuple[float, float, float]
-  motion_snr: float
-  distractors_per_bg_second: float
-  video_offset_snr: float
-  clutter_std: float
-
-
-# ``default``: chosen with benchmarks/synthetic_signal.py from the weak
-# learnability of the data (its docstring has the rule and the numbers;
-# README, "CASE against the baseline on the synthetic data"). ``context_cheat``:
-# the setting before issue #14, where a video classifier solves its loss from
-# the background scene alone and weak supervision does not localize.
-SIGNAL_PRESETS = {
-    "default": SignalSettings(
-        scene_snr_rgb=2.0, scene_snr_flow=1.0, p_preferred_scene=0.5,
-        phase_snr_strong=4.0, phase_snr_weak=1.0,
-        phase_strong_in=(0.35, 0.35, 0.30), motion_snr=2.5,
-        distractors_per_bg_second=0.02, video_offset_snr=2.0,
-        clutter_std=0.5),
-    "context_cheat": SignalSettings(
-        scene_snr_rgb=4.0, scene_snr_flow=1.5, p_preferred_scene=0.8,
-        phase_snr_strong=3.0, phase_snr_weak=1.0,
-        phase_strong_in=(0.35, 0.35, 0.30), motion_snr=2.5,
-        distractors_per_bg_second=0.02, video_offset_snr=2.0,
-        clutter_std=0.5),
-}
-
-
-def signal_settings(name: "str | SignalSettings") -> SignalSettings:
-  """The preset ``name`` (settings given as such pass through); ValueError
-  naming the presets otherwise."""
-  if isinstance(name, SignalSettings):
-    return name
-  if name not in SIGNAL_PRESETS:
-    raise ValueError(f"unknown signal preset {name!r}: use one of "
-                     f"{', '.join(sorted(SIGNAL_PRESETS))}")
-  return SIGNAL_PRESETS[name]
 
 
 class SubsetStats(NamedTuple):
