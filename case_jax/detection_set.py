@@ -132,9 +132,11 @@ def detections_from_results(data: Mapping, source: str = "<dict>") -> Detections
     _raise_first_bad(data["results"], source)
   if seg_arr.shape != (len(vids), 2) or score_arr.shape != (len(vids),):
     _raise_first_bad(data["results"], source)
-  nan = np.flatnonzero(np.isnan(seg_arr).any(1))
+  # numpy reads None as NaN: re-read that video so a missing value is named
+  # as such (a real NaN score is then refused by Detections).
+  nan = np.flatnonzero(np.isnan(seg_arr).any(1) | np.isnan(score_arr))
   if nan.size:
-    _raise_first_bad({vids[nan[0]]: data["results"][vids[nan[0]]]}, source)
+    _checked_video(vids[nan[0]], data["results"][vids[nan[0]]], source)
   return detections_from_arrays(vids, np.array(labels, dtype=object),
                                 score_arr, seg_arr.reshape(-1, 2),
                                 source=source)
@@ -152,8 +154,6 @@ def _checked_video(vid, dets, source: str) -> None:
   for i, det in enumerate(dets):
     try:
       det["label"]
-      if isinstance(det["score"], (list, tuple, dict)):
-        raise TypeError("score is not a number")
       float(det["score"])
       checked_segment(det["segment"], f"{source}: video {vid!r} detection {i}")
     except (KeyError, TypeError, ValueError) as err:

@@ -41,3 +41,25 @@ def test_malformed_detections_raise():
     ds.checked_segment([0, float("nan")], "here")
   with pytest.raises(ValueError, match="shape"):
     ds.Detections(np.array(["v"]), np.array(["A"]), np.zeros(2), np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("det,message", [
+    ({"label": "a", "score": None, "segment": [1, 2]},
+     r"video 'v' detection 1 needs 'label', 'score' \(a number\)"),
+    ({"label": "a", "score": "x", "segment": [1, 2]},
+     r"video 'v' detection 1 needs 'label', 'score' \(a number\)"),
+    ({"label": "a", "score": 0.5, "segment": [1, None]},
+     r"video 'v' detection 1: segment must be \[start, end\]"),
+    ({"label": "a", "score": 0.5, "segment": [1, 2, 3]},
+     r"video 'v' detection 1: segment must be \[start, end\]"),
+    ({"label": "a", "score": float("nan"), "segment": [1, 2]},
+     r"1 detection\(s\) with a NaN score"),
+    ({"score": 0.5, "segment": [1, 2]}, r"video 'v' detection 1 needs 'label'"),
+])
+def test_a_bad_detection_is_named_among_many(det, message):
+  """The bulk conversion still names the one bad detection."""
+  from case_jax.detection_set import BadDetections, detections_from_results
+  good = {"label": "a", "score": 1, "segment": [0, 1]}
+  results = {"results": {"u": [good] * 3, "v": [good, det], "w": [good]}}
+  with pytest.raises(BadDetections, match=message):
+    detections_from_results(results, source="f.json")
