@@ -102,3 +102,8 @@ def test_command_line_shape_and_layout(tmp_path):
   bad = run_module("case_jax.data.synthetic", "--root", tmp_path / "e",
                    "--num-classes", 0)
   assert_clean_refusal(bad, "num_classes")
+
+
+def test_an_unknown_shape_is_named(tmp_path):
+  with pytest.raises(ValueError, match="shape must be one of.*'anet14'"):
+    synthetic.write_synthetic(tmp_path, shape="anet14")

@@ -92,13 +92,9 @@ def _primary_class(seed: int, split: str, k: int, num_classes: int) -> int:
   return int(rng.permutation(num_classes)[slot])
 
 
-def _duration(plan: VideoPlan) -> float:
-  return round(plan.num_snippets * SECONDS_PER_SNIPPET, 2)
-
-
 def _gt_entry(plan: VideoPlan, subset: str,
               names: Sequence[str]) -> dict:
-  duration = _duration(plan)
+  duration = round(plan.num_snippets * SECONDS_PER_SNIPPET, 2)
   return {"subset": subset, "duration": duration,
           "frames": int(round(duration * FEATURE_FPS)),
           "annotations": [{"segment": [i.start_s, i.end_s],
@@ -141,6 +137,14 @@ class SyntheticConfig:
   signal: "str | SignalSettings" = "default"
 
   def validate(self) -> None:
+    # shape first: an unknown one leaves num_classes unset (0), and the
+    # message must name the shape.
+    if self.shape not in SHAPES:
+      raise ValueError(f"shape must be one of {sorted(SHAPES)}, got "
+                       f"{self.shape!r}")
+    if self.layout not in LAYOUTS:
+      raise ValueError(f"layout must be one of {list(LAYOUTS)}, got "
+                       f"{self.layout!r}")
     for name in ("num_train", "num_test", "num_classes", "feature_dim"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -151,12 +155,6 @@ class SyntheticConfig:
     if self.max_snippets < MIN_SNIPPETS:
       raise ValueError(f"max_snippets must be >= {MIN_SNIPPETS}, got "
                        f"{self.max_snippets}")
-    if self.shape not in SHAPES:
-      raise ValueError(f"shape must be one of {sorted(SHAPES)}, got "
-                       f"{self.shape!r}")
-    if self.layout not in LAYOUTS:
-      raise ValueError(f"layout must be one of {list(LAYOUTS)}, got "
-                       f"{self.layout!r}")
     signal_settings(self.signal)
 
 
@@ -318,7 +316,8 @@ def _write(args) -> dict:
   from case_jax.errors import ConfigError, UserError
   try:
     return write_synthetic(
-        args.root, shape=args.shape, layout=args.layout, num_train=args.num_train, num_test=args.num_test,
+        args.root, shape=args.shape, layout=args.layout,
+        num_train=args.num_train, num_test=args.num_test,
         num_classes=args.num_classes, feature_dim=args.feature_dim,
         seed=args.seed, time_scale=args.time_scale,
         max_snippets=args.max_snippets, signal=args.signal, stats=args.stats,
