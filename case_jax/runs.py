@@ -117,12 +117,13 @@ class FeatureFolder:
   Video ids are the file names without .npy, whatever their form (v_ ids).
   A one-stream model (``streams``) needs only its stream's folder; the other
   stream is then an (n, 0) array.  ``durations``: {video id: seconds} of
-  the original videos (else n snippets' worth).
+  the original videos (else n snippets' worth).  ``video_ids``: read only
+  these videos' files (None: every one in the folder).
   """
 
   def __init__(self, directory: str, classes, rgb_dim: int, flow_dim: int, *,
                fps: float, snippet_frames: int, streams=model_lib.STREAMS,
-               durations=None):
+               durations=None, video_ids=None):
     rgb_dir, flow_dir = os.path.join(directory, "rgb"), os.path.join(directory, "flow")
     self.classes = list(classes)
     self.fps, self.snippet_frames = fps, snippet_frames   # the time base
@@ -130,7 +131,7 @@ class FeatureFolder:
     if tuple(streams) != model_lib.STREAMS:
       only = streams[0]
       folder = os.path.join(directory, only)
-      ids = _npy_files(folder)
+      ids = _npy_files(folder, video_ids)
       if not ids:
         raise errors.MissingFile(f"no .npy feature files in {folder}: this {only}-only "
                                  f"model reads {only}/<video>.npy files, (n, D) each.")
@@ -141,11 +142,11 @@ class FeatureFolder:
         none = np.zeros((len(x), 0), np.float32)
         pairs.append((vid, x, none) if only == "rgb" else (vid, none, x))
     elif os.path.isdir(rgb_dir) or os.path.isdir(flow_dir) or not _npy_files(directory):
-      pairs = self._stream_folders(rgb_dir, flow_dir, rgb_dim, flow_dim)
+      pairs = self._stream_folders(rgb_dir, flow_dir, rgb_dim, flow_dim, video_ids)
     else:
       width = f"(n, {rgb_dim + flow_dim}): rgb ({rgb_dim}) then flow ({flow_dim}) columns"
       pairs = []
-      for vid in _npy_files(directory):
+      for vid in _npy_files(directory, video_ids):
         x = _load(os.path.join(directory, vid + ".npy"), rgb_dim + flow_dim, width)
         pairs.append((vid, x[:, :rgb_dim], x[:, rgb_dim:]))
     self.records = [data_lib.VideoRecord(
@@ -155,14 +156,14 @@ class FeatureFolder:
         snippet_frames=snippet_frames) for vid, rgb, flow in pairs]
 
   @staticmethod
-  def _stream_folders(rgb_dir, flow_dir, rgb_dim, flow_dim):
+  def _stream_folders(rgb_dir, flow_dir, rgb_dim, flow_dim, video_ids=None):
     for d in (rgb_dir, flow_dir):
       if not os.path.isdir(d):
         raise errors.MissingFile(
             f"{d} is missing: --features must hold rgb/ and flow/ folders of "
             "<video>.npy files, (n, D) each, or <video>.npy files of shape "
             f"(n, {rgb_dim} + {flow_dim}) (rgb columns first).")
-    ids = _npy_files(rgb_dir)
+    ids = _npy_files(rgb_dir, video_ids)
     if not ids:
       raise errors.MissingFile(f"no .npy feature files in {rgb_dir}")
     pairs = []
@@ -182,11 +183,13 @@ class FeatureFolder:
     return self.records[i]
 
 
-def _npy_files(directory: str) -> list:
-  """Sorted video ids of the .npy files in ``directory`` ([] if none)."""
+def _npy_files(directory: str, only=None) -> list:
+  """Sorted video ids of the .npy files in ``directory`` ([] if none);
+  ``only``: keep just these ids (None: all)."""
   if not os.path.isdir(directory):
     return []
-  return sorted(f[:-4] for f in os.listdir(directory) if f.endswith(".npy"))
+  ids = sorted(f[:-4] for f in os.listdir(directory) if f.endswith(".npy"))
+  return ids if only is None else [v for v in ids if v in only]
 
 
 def _load(path: str, dim: int, shape: str = "") -> np.ndarray:
@@ -226,9 +229,8 @@ def predict(cfg, workdir: str, features: str | None = None, stream=None, *,
                                        stream)
   folder = FeatureFolder(features, info["classes"], info["rgb_dim"], info["flow_dim"],
                          fps=cfg.data.fps, snippet_frames=cfg.data.snippet_frames,
-                         streams=model.streams, durations=durations)
-  if durations is not None:   # only the videos asked for, not every cached one
-    folder.records = [r for r in folder.records if r.video_id in durations]
+                         streams=model.streams, durations=durations,
+                         video_ids=durations)   # the videos asked for, not every cached one
   dets, fgs, _ = inference.detect_dataset(folder, model, state.params, state.q_r, cfg)
   evaluator_lib.Evaluator.write(out_dir, {"raw": dets, "class_names": info["classes"]})
   n = sum(len(v) for v in dets.values())

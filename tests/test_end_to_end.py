@@ -120,3 +120,25 @@ def test_predict_reads_concatenated_feature_files(tmp_path):
   with pytest.raises(ValueError, match=r"v_bad.npy.*\(n, 7\): rgb \(4\) then "
                      r"flow \(3\)"):
     runs.FeatureFolder(joint, ["a"], 4, 3, **kw)
+
+
+def test_predict_reads_only_the_videos_asked_for(tmp_path):
+  """--videos reads only its videos' cached features, not every file there
+  (a broken file of another video is never opened)."""
+  from case_jax import runs
+  rng = np.random.default_rng(1)
+  for vid in ("a", "b", "c"):
+    for stream in ("rgb", "flow"):
+      os.makedirs(tmp_path / "sep" / stream, exist_ok=True)
+      np.save(tmp_path / "sep" / stream / f"{vid}.npy",
+              rng.normal(size=(4, 3)).astype(np.float32))
+  np.save(tmp_path / "sep" / "rgb" / "b.npy", np.zeros((4, 5), np.float32))
+  joint = concatenated_copy(tmp_path / "sep", tmp_path / "joint")
+  kw = dict(fps=25.0, snippet_frames=16, video_ids={"a": 1.0, "c": 2.0})
+  for folder, streams in ((tmp_path / "sep", ("rgb", "flow")),
+                          (tmp_path / "sep", ("rgb",)), (joint, ("rgb", "flow"))):
+    got = runs.FeatureFolder(str(folder), ["x"], 3, 3, streams=streams, **kw)
+    assert [r.video_id for r in got] == ["a", "c"]
+  with pytest.raises(ValueError, match="b.npy"):
+    runs.FeatureFolder(str(tmp_path / "sep"), ["x"], 3, 3, fps=25.0,
+                       snippet_frames=16)
