@@ -91,6 +91,8 @@ def base_config() -> ml_collections.ConfigDict:
                                   # params and accumulation; see benchmarks/train_step.py)
   c.model.init = "pytorch"        # "pytorch" (U(+-1/sqrt(fan_in)) weights and biases,
                                   # as released) | "flax" (lecun_normal, zero bias)
+  c.model.cluster_encoder = "shared"  # the clusters read the attention's encoder
+                                  # (released and paper) | "separate": their own
   c.model.streams = "rgb,flow"    # "rgb,flow" (released) | "rgb" | "flow": a one-stream
                                   # CASE (e.g. on RGB features extracted from your own
                                   # videos); co-labeling then has nothing to fuse

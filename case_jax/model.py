@@ -8,6 +8,11 @@ Per stream (RGB and flow, separate parameters), for features x of shape
     att  = sigmoid(attention(emb))                   (B, T)       P^A
     clu  = temp * normalize(emb) @ prototypes^T      (B, T, K^C)  cosine logits
 
+The attention and the clusters share ``att_encoder`` (released and paper).
+``cluster_encoder="separate"`` gives the clusters (and the embeddings Z that
+cluster classification reads) an encoder of their own, ``clu_encoder``: an
+ablation of that sharing, so L_C and L_R no longer shape P^A's features.
+
 The prototypes are used as they are: the train step and inference replace
 them by their row-normalised version outside the gradient first
 (``normalize_prototypes``), as the released code does in place.
@@ -141,6 +146,7 @@ class StreamFields(nn.Module):
   kernel_size: int = 1
   init_scheme: str = "pytorch"
   dtype: Any = None        # computation dtype (e.g. bfloat16); params stay f32
+  cluster_encoder: str = "shared"   # "shared" with the attention | "separate"
 
   def stream_fields(self) -> dict:
     """These fields' values, by name."""
@@ -162,6 +168,12 @@ class StreamNet(StreamFields):
                          "att_encoder", self.dtype)(x))
     att = nn.sigmoid(_layer(1, self.embed_dim, 1, self.init_scheme, "attention",
                             self.dtype)(emb))[..., 0]
+    if self.cluster_encoder == "separate":
+      emb = nn.relu(_layer(self.embed_dim, d, self.kernel_size, self.init_scheme,
+                           "clu_encoder", self.dtype)(x))
+    elif self.cluster_encoder != "shared":
+      raise ValueError("model.cluster_encoder must be 'shared' or 'separate', "
+                       f"got {self.cluster_encoder!r}")
     proto_init = (_torch_uniform(self.embed_dim) if self.init_scheme == "pytorch"
                   else nn.initializers.lecun_normal())
     protos = self.param("prototypes", proto_init,
@@ -198,7 +210,8 @@ def fields_from(model_cfg) -> dict:
   return dict(embed_dim=model_cfg.embed_dim, num_clusters=model_cfg.num_clusters,
               cluster_temp=model_cfg.cluster_temp,
               kernel_size=model_cfg.kernel_size, init_scheme=model_cfg.init,
-              dtype=_DTYPES[name])
+              dtype=_DTYPES[name],
+              cluster_encoder=model_cfg.get("cluster_encoder", "shared"))
 
 
 def from_config(model_cfg, num_classes: int) -> CASEModel:

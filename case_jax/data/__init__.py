@@ -70,7 +70,9 @@ Synthetic test/demo data in the same layout (``synthetic``)::
 
   write_synthetic_thumos(root, *, num_train=120, num_test=60, num_classes=10,
                          feature_dim=64, seed=0, time_scale=0.5,
-                         max_snippets=400, stats=None, overwrite=False)
+                         max_snippets=400, signal="default",
+                         instance_lengths="scaled", stats=None,
+                         overwrite=False)
   python -m case_jax.data.synthetic --root DIR [--seed N ...]
   # ActivityNet-shaped (100 / 200 classes, training / validation subsets),
   # in any layout: write_synthetic(root, shape="anet13", layout="acmnet")

@@ -39,7 +39,8 @@ from case_jax.data.classes import SYNTHETIC_META
 from case_jax.data.records import FEATURE_FPS
 from case_jax.data.synthetic_generator import (ACTIVITYNET_STATS,
                                                BUILTIN_STATS, GT_SUBSET,
-                                               MIN_SNIPPETS, SIGNAL_PRESETS,
+                                               INSTANCE_LENGTHS, MIN_SNIPPETS,
+                                               SIGNAL_PRESETS,
                                                SECONDS_PER_SNIPPET, VideoPlan,
                                                SignalSettings, annotation_stats, make_world,
                                                plan_video, render,
@@ -135,6 +136,7 @@ class SyntheticConfig:
   shape: str = "thumos14"
   layout: str = "basnet"
   signal: "str | SignalSettings" = "default"
+  instance_lengths: str = "scaled"
 
   def validate(self) -> None:
     # shape first: an unknown one leaves num_classes unset (0), and the
@@ -155,6 +157,9 @@ class SyntheticConfig:
     if self.max_snippets < MIN_SNIPPETS:
       raise ValueError(f"max_snippets must be >= {MIN_SNIPPETS}, got "
                        f"{self.max_snippets}")
+    if self.instance_lengths not in INSTANCE_LENGTHS:
+      raise ValueError(f"instance_lengths must be one of {INSTANCE_LENGTHS}, "
+                       f"got {self.instance_lengths!r}")
     signal_settings(self.signal)
 
 
@@ -163,6 +168,7 @@ def write_synthetic_thumos(root: str | os.PathLike, *, num_train: int = 120,
                            feature_dim: int = 64, seed: int = 0,
                            time_scale: float = 0.5, max_snippets: int = 400,
                            signal: "str | SignalSettings" = "default",
+                           instance_lengths: str = "scaled",
                            stats: Optional[str | os.PathLike] = None,
                            overwrite: bool = False) -> dict:
   """THUMOS14-shaped data in the BaS-Net/CASE layout (``write_synthetic``
@@ -171,7 +177,8 @@ def write_synthetic_thumos(root: str | os.PathLike, *, num_train: int = 120,
                          num_classes=num_classes, feature_dim=feature_dim,
                          seed=seed, time_scale=time_scale,
                          max_snippets=max_snippets, signal=signal,
-                         stats=stats, overwrite=overwrite)
+                         instance_lengths=instance_lengths, stats=stats,
+                         overwrite=overwrite)
 
 
 def write_synthetic(root: str | os.PathLike, *, shape: str = "thumos14",
@@ -180,6 +187,7 @@ def write_synthetic(root: str | os.PathLike, *, shape: str = "thumos14",
                     feature_dim: int = 64, seed: int = 0,
                     time_scale: float = 0.5, max_snippets: int = 400,
                     signal: "str | SignalSettings" = "default",
+                    instance_lengths: str = "scaled",
                     stats: Optional[str | os.PathLike] = None,
                     overwrite: bool = False) -> dict:
   """Writes a synthetic dataset of a ``SHAPES`` shape in a layout.
@@ -197,6 +205,10 @@ def write_synthetic(root: str | os.PathLike, *, shape: str = "thumos14",
     seed: all randomness; the same arguments give the same files.
     time_scale: multiplies every duration and instance length.
     max_snippets: longer videos are compressed to this many snippets.
+    instance_lengths: "scaled" (instances follow time_scale and the
+      compression with their video) or "real" (instances keep their real
+      length in seconds; the foreground fraction is kept, so a scaled-down
+      video holds fewer of them).
     signal: the signal model's preset (``SIGNAL_PRESETS``): "default", or
       "context_cheat" (the background scene gives the class away), or
       SignalSettings of one's own.
@@ -211,7 +223,7 @@ def write_synthetic(root: str | os.PathLike, *, shape: str = "thumos14",
     num_classes = spec.num_classes
   config = SyntheticConfig(num_train, num_test, num_classes or 0, feature_dim,
                            seed, time_scale, max_snippets, shape, layout,
-                           signal)
+                           signal, instance_lengths)
   config.validate()
   tables = (spec.stats if stats is None
             else annotation_stats(stats, spec.subsets))
@@ -227,7 +239,8 @@ def write_synthetic(root: str | os.PathLike, *, shape: str = "thumos14",
           np.random.SeedSequence([seed, _SUBSET_TAG[split], k]))
       plan = plan_video(rng, tables[split],
                         _primary_class(seed, split, k, num_classes),
-                        num_classes, world, time_scale, max_snippets)
+                        num_classes, world, time_scale, max_snippets,
+                        instance_lengths)
       feats = render(rng, plan, world, feature_dim)
       entry = _gt_entry(plan, spec.subsets[split], names)
       if layout == "basnet":     # written as generated: bounded memory
@@ -292,6 +305,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--max-snippets", type=int,
                       default=defaults.max_snippets,
                       help="longer videos are compressed to this many snippets")
+  parser.add_argument("--instance-lengths", default=defaults.instance_lengths,
+                      choices=INSTANCE_LENGTHS,
+                      help="instances scaled with their video, or at their "
+                           "real length")
   parser.add_argument("--signal", default=defaults.signal,
                       choices=sorted(SIGNAL_PRESETS),
                       help="the signal model's preset")
@@ -320,7 +337,8 @@ def _write(args) -> dict:
         num_train=args.num_train, num_test=args.num_test,
         num_classes=args.num_classes, feature_dim=args.feature_dim,
         seed=args.seed, time_scale=args.time_scale,
-        max_snippets=args.max_snippets, signal=args.signal, stats=args.stats,
+        max_snippets=args.max_snippets, signal=args.signal,
+        instance_lengths=args.instance_lengths, stats=args.stats,
         overwrite=args.overwrite)
   except UserError:
     raise

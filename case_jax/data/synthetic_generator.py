@@ -21,7 +21,8 @@ is built:
   count per background second), so flow magnitude alone does not localize.
 * Blurred boundaries.  Each instance is weighted by a trapezoid envelope that
   ramps over 1-3 snippets centred on the annotated start and end.
-* Nuisance.  A per-video offset vector and slowly varying AR(1) clutter.
+* Nuisance.  A per-video offset vector and slowly varying AR(1) clutter;
+  the per-snippet noise itself can be AR(1) over snippets (``noise_rho``).
 
 Amplitudes are matched-filter signal-to-noise ratios (norm of a component
 over the per-dimension noise std), so difficulty does not change with D.
@@ -35,7 +36,10 @@ and about 14% of videos have two classes.  The number of instances follows
 from duration x foreground fraction / instance length.  Time is then scaled
 by ``time_scale`` (a linear rescale of every duration and instance, which
 keeps the shape of the distributions and the foreground fractions) and
-videos longer than ``max_snippets`` are compressed to that length.
+videos longer than ``max_snippets`` are compressed to that length.  With
+``instance_lengths="real"`` only the videos are scaled: instances keep their
+real length in seconds (the same snippet count as in THUMOS14) and the
+foreground fraction is kept, so a video holds fewer instances.
 
 Deterministic per seed: the shared "world" (vectors per class) depends on
 the seed and the sizes only, and video k of a subset on (seed, subset, k), so
@@ -67,6 +71,9 @@ CLUTTER_RHO = 0.9
 RAMP_SNIPPETS = (1, 2, 3)
 MAX_FG_FRACTION = 0.9
 MIN_SNIPPETS = 4
+# How instance lengths follow time_scale: "scaled" with their video, or
+# "real" (real seconds, whatever the video's scale or compression).
+INSTANCE_LENGTHS = ("scaled", "real")
 
 
 class SubsetStats(NamedTuple):
@@ -320,13 +327,18 @@ def _plan_distractors(rng: np.random.Generator, stats: SubsetStats,
 
 def plan_video(rng: np.random.Generator, stats: SubsetStats, primary: int,
                 num_classes: int, world: World, time_scale: float,
-                max_snippets: int) -> VideoPlan:
+                max_snippets: int, instance_lengths: str = "scaled"
+                ) -> VideoPlan:
   classes = _video_classes(rng, primary, num_classes, stats.multi_label)
   real_duration = _draw(rng, stats.duration_s)
   n = int(np.clip(round(real_duration * time_scale / SECONDS_PER_SNIPPET),
                   MIN_SNIPPETS, max_snippets))
   duration = n * SECONDS_PER_SNIPPET
   time_factor = duration / real_duration   # real seconds -> synthetic seconds
+  if instance_lengths == "real":
+    # Instances and distractors at real length (a factor of 1); the
+    # foreground fraction is of the synthetic video.
+    real_duration, time_factor = duration, 1.0
   instances = _plan_instances(rng, stats, real_duration, time_factor,
                               duration, classes, world)
   distractors = _plan_distractors(
@@ -361,6 +373,19 @@ def _phase_of(t: np.ndarray, inst: Instance) -> np.ndarray:
                  0, num_phases - 1)
 
 
+def _noise(rng: np.random.Generator, n: int, dim: int,
+           rho: float) -> np.ndarray:
+  """Unit-variance noise (n, D), AR(1) over snippets with coefficient rho
+  (independent draws as they are when rho is 0)."""
+  x = rng.standard_normal((n, dim))
+  if rho == 0.0:
+    return x
+  x[1:] *= np.sqrt(1.0 - rho ** 2)
+  for i in range(1, n):
+    x[i] += rho * x[i - 1]
+  return x
+
+
 def _clutter(rng: np.random.Generator, n: int, dim: int,
              std: float) -> np.ndarray:
   """Stationary AR(1) noise over snippets, std ``std``. Returns (n, D)."""
@@ -380,7 +405,7 @@ def render(rng: np.random.Generator, plan: VideoPlan, world: World,
   sig = world.signal
   out = {}
   for s in STREAMS:
-    x = NOISE_STD * rng.standard_normal((n, dim))
+    x = NOISE_STD * _noise(rng, n, dim, sig.noise_rho)
     x += _clutter(rng, n, dim, sig.clutter_std)
     x += sig.video_offset_snr * NOISE_STD * _unit_vectors(rng, 1, dim)
     x += getattr(sig, f"scene_snr_{s}") * NOISE_STD * world.scenes[s][plan.scene]
