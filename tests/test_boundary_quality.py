@@ -1,0 +1,24 @@
+"""benchmarks/boundary_quality.py: best fit per instance on hand cases."""
+from benchmarks.boundary_quality import best_fits, by_length
+from case_jax.data.records import GtVideo
+
+
+def _video(subset, anns):
+  return GtVideo(subset=subset, duration=60.0, annotations=tuple(anns))
+
+
+def test_best_fit_and_cover_by_hand():
+  gt = {"a": _video("test", [(0.0, 4.0, "Jump"), (10.0, 30.0, "Run")]),
+        "b": _video("test", [(5.0, 7.0, "Jump")]),
+        "c": _video("validation", [(0.0, 1.0, "Jump")])}
+  dets = {"a": [("Jump", 2.0, 6.0),        # tIoU 2/6, covers 2/4 of the Jump
+                ("Jump", 0.0, 40.0),        # 4/40: not the best
+                ("Run", 0.0, 4.0),          # another class: ignored for Jump
+                ("Run", 10.0, 20.0)]}       # tIoU 0.5, covers 0.5 of the Run
+  fits = best_fits(gt, dets, "test")       # video b has no detections; c is not test
+  assert [round(f, 6) for fit in fits for f in fit] == [
+      4.0, round(2 / 6, 6), 0.5, 20.0, 0.5, 0.5, 2.0, 0.0, 0.0]
+  rows = by_length(fits)
+  assert [r["instances"] for r in rows] == [1, 1, 1]   # 2 s, 4 s, 20 s
+  assert rows[2]["share_best_tiou_ge_0.5"] == 1.0
+  assert rows[0]["median_best_tiou"] == 0.0
