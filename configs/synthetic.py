@@ -11,7 +11,7 @@ Variants: "paper" and "runlocal" (defaults.apply_variant), and
 "context_cheat": the data and run before issue #14 (half-length videos and
 instances), on which the video classifier solves its loss from the
 background scene alone and neither CASE nor the baseline localizes (mAP at
-chance; README, "The synthetic data").
+chance; README, "How the demo's data were chosen").
 """
 import ml_collections
 
@@ -23,11 +23,11 @@ CONTEXT_CHEAT = "context_cheat"
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c = defaults.base_config()
   c.data.dataset = "synthetic"
-  # THUMOS14 in miniature (README, "The synthetic data"): videos at a
-  # quarter of their real duration, instances at their real length (as many
-  # snippets as there), as many training instances as its 200 validation
-  # videos hold (~3,000), and T about 4x the median video (66 snippets) as
-  # T = 750 is for THUMOS14's (~200), so few videos are subsampled.
+  # THUMOS14 in miniature (README, "How the demo's data were chosen"):
+  # videos at a quarter of their real duration, instances at their real
+  # length (as many snippets as there), as many training instances as its
+  # 200 validation videos hold (~3,000), and T about 4x the median video (66
+  # snippets) as T = 750 is for THUMOS14's (~200): few videos are subsampled.
   c.data.num_segments = 256
   c.data.synthetic = ml_collections.ConfigDict(dict(
       num_train=800, num_test=256, num_classes=10, feature_dim=64, seed=0,
