@@ -34,6 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from case_jax.errors import ConfigError
 from case_jax.norms import l2_normalize
 
 STREAMS = ("rgb", "flow")
@@ -121,12 +122,12 @@ def _layer(features: int, in_dim: int, kernel_size: int, init: str,
            name: str, dtype: Any) -> nn.Module:
   """A temporal conv (kernel_size > 1) or per-snippet dense layer."""
   fan_in = in_dim * kernel_size
+  if init not in INIT_SCHEMES:
+    raise ValueError(f"model.init must be one of {INIT_SCHEMES}, got {init!r}")
   if init == "pytorch":
     kw = dict(kernel_init=_torch_uniform(fan_in), bias_init=_torch_uniform(fan_in))
-  elif init == "flax":
-    kw = {}
   else:
-    raise ValueError(f"model.init must be 'pytorch' or 'flax', got {init!r}")
+    kw = {}
   if kernel_size == 1 and dtype == jnp.bfloat16 and features >= 8:
     # f32 params, bias and output; bf16 operands with f32 accumulation.
     return nn.Dense(features, name=name, dot_general=_bf16_dot_general, **kw)
@@ -171,9 +172,9 @@ class StreamNet(StreamFields):
     if self.cluster_encoder == "separate":
       emb = nn.relu(_layer(self.embed_dim, d, self.kernel_size, self.init_scheme,
                            "clu_encoder", self.dtype)(x))
-    elif self.cluster_encoder != "shared":
-      raise ValueError("model.cluster_encoder must be 'shared' or 'separate', "
-                       f"got {self.cluster_encoder!r}")
+    elif self.cluster_encoder not in CLUSTER_ENCODERS:
+      raise ValueError(f"model.cluster_encoder must be one of "
+                       f"{CLUSTER_ENCODERS}, got {self.cluster_encoder!r}")
     proto_init = (_torch_uniform(self.embed_dim) if self.init_scheme == "pytorch"
                   else nn.initializers.lecun_normal())
     protos = self.param("prototypes", proto_init,
@@ -199,14 +200,24 @@ class CASEModel(StreamFields):
 
 
 _DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+INIT_SCHEMES = ("pytorch", "flax")
+CLUSTER_ENCODERS = ("shared", "separate")
 
 
 def fields_from(model_cfg) -> dict:
   """StreamFields values (all but num_classes) from ``config.model``: the one
-  mapping of its key names and dtype strings onto the model's fields."""
+  mapping of its key names and dtype strings onto the model's fields.  A
+  value outside its choices is a ConfigError naming the key and the choices
+  (reported in one line by the entry points)."""
   name = model_cfg.get("dtype", "float32")
-  if name not in _DTYPES:
-    raise ValueError(f"model.dtype must be 'float32' or 'bfloat16', got {name!r}")
+  for key, value, allowed in (
+      ("dtype", name, tuple(_DTYPES)),
+      ("init", model_cfg.init, INIT_SCHEMES),
+      ("cluster_encoder", model_cfg.get("cluster_encoder", "shared"),
+       CLUSTER_ENCODERS)):
+    if value not in allowed:
+      raise ConfigError(f"model.{key} must be one of {', '.join(allowed)}; got "
+                        f"{value!r} (--config.model.{key}=...)")
   return dict(embed_dim=model_cfg.embed_dim, num_clusters=model_cfg.num_clusters,
               cluster_temp=model_cfg.cluster_temp,
               kernel_size=model_cfg.kernel_size, init_scheme=model_cfg.init,

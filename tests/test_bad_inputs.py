@@ -265,6 +265,11 @@ MAIN_USAGE = [
                                   "--workdir={tmp}", "--mode=predict"], "--features"),
     ("unknown-config-key", ["--config=configs/synthetic.py", "--config.nokey=1",
                             "--workdir={tmp}"], "nokey"),
+    ("bad-model-choice", ["--config=configs/synthetic.py:runlocal", "--workdir={tmp}",
+                          "--config.model.cluster_encoder=tied",
+                          "--config.data.synthetic.num_train=12",
+                          "--config.data.synthetic.num_test=3"],
+     "model.cluster_encoder"),
 ]
 
 
@@ -290,7 +295,8 @@ HELP = {
     "prepare": ["--dataset", "--layout", "--manual_dir", "--data_dir", "--classes",
                 "--verbose"],
     "synthetic": ["--root", "--seed", "--num-train", "--num-test", "--num-classes",
-                  "--feature-dim", "--time-scale", "--max-snippets", "--stats",
+                  "--feature-dim", "--time-scale", "--max-snippets",
+                  "--instance-lengths", "--signal", "--stats",
                   "--overwrite", "--verbose"],
     "extract": ["--videos", "--out", "--streams", "--flow_weights", "--spatial",
                 "--batch_size", "--verbose"],

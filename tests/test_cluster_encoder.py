@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from case_jax import defaults
+from case_jax import defaults, errors
 from case_jax import model as model_lib
 
 B, T, D, C, K, E = 2, 12, 16, 4, 5, 8
@@ -81,3 +81,12 @@ def test_unknown_cluster_encoder_is_refused():
   rgb, flow = _x()
   with pytest.raises(ValueError, match="cluster_encoder"):
     _model("tied").init(jax.random.PRNGKey(0), rgb, flow)
+
+
+@pytest.mark.parametrize("key,value", [("cluster_encoder", "tied"),
+                                       ("init", "xavier"), ("dtype", "fp16")])
+def test_a_bad_model_choice_is_a_config_error_naming_the_key(key, value):
+  cfg = defaults.base_config()
+  cfg.model[key] = value
+  with pytest.raises(errors.ConfigError, match=f"model.{key} must be one of"):
+    model_lib.from_config(cfg.model, C)
