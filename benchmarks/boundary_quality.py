@@ -20,7 +20,7 @@ from benchmarks import harness
 from case_jax.data.gt_json import read_gt
 from case_jax.detection_set import load_detections
 
-BINS_S = ((0.0, 3.0), (3.0, 10.0), (10.0, float("inf")))
+BINS_S = ((0.0, 3.0), (3.0, 10.0), (10.0, None))     # None: no upper end
 
 
 def best_fits(gt, dets, subset: str) -> list[tuple[float, float, float]]:
@@ -47,7 +47,8 @@ def best_fits(gt, dets, subset: str) -> list[tuple[float, float, float]]:
 def by_length(fits) -> list[dict]:
   rows = []
   for lo, hi in BINS_S:
-    sel = [(b, c) for length, b, c in fits if lo <= length < hi]
+    sel = [(b, c) for length, b, c in fits
+           if lo <= length and (hi is None or length < hi)]
     best = np.array([b for b, _ in sel])
     cover = np.array([c for _, c in sel])
     rows.append({"length_s": [lo, hi], "instances": len(sel),
@@ -73,11 +74,12 @@ def main(argv=None) -> int:
   rows = by_length(best_fits(gt, dets, args.subset))
   print("| instance length | instances | median best tIoU | best tIoU >= 0.5 | median share covered |")
   print("|---|---:|---:|---:|---:|")
+  cell = lambda v: "–" if v is None else f"{v:.2f}"
   for r in rows:
     lo, hi = r["length_s"]
-    name = f"{lo:g}-{hi:g} s" if np.isfinite(hi) else f">= {lo:g} s"
-    print(f"| {name} | {r['instances']} | {r['median_best_tiou']:.2f} | "
-          f"{r['share_best_tiou_ge_0.5']:.2f} | {r['median_covered']:.2f} |")
+    name = f"{lo:g}-{hi:g} s" if hi is not None else f">= {lo:g} s"
+    print(f"| {name} | {r['instances']} | {cell(r['median_best_tiou'])} | "
+          f"{cell(r['share_best_tiou_ge_0.5'])} | {cell(r['median_covered'])} |")
   harness.write_json(harness.results_path("boundary_quality", args.json),
                      {"rows": rows, "gt": args.gt, "detections": args.detections,
                       "subset": args.subset,

@@ -66,7 +66,18 @@ def trained_keys_diff(saved: dict, cfg) -> list:
   base = defaults.base_config()
   return [d for d in defaults.config_diff(saved, cfg, ignore=RUN_KEYS)
           if not d[0].startswith(EVAL_PREFIXES)
-          and not (_lacks(saved, d[0]) and _lookup(base, d[0]) == d[2])]
+          and not (_lacks(saved, d[0]) and _default_of(base, d[0]) == d[2])]
+
+
+def _default_of(base, dotted: str):
+  """The value a key had before it existed: the base config's, or for the
+  synthetic generator's settings (no section in the base config) the
+  generator's own default (e.g. data.synthetic.instance_lengths "scaled")."""
+  prefix = "data.synthetic."
+  if dotted.startswith(prefix) and "." not in dotted[len(prefix):]:
+    from case_jax.data.synthetic import SyntheticConfig
+    return getattr(SyntheticConfig(), dotted[len(prefix):], None)
+  return _lookup(base, dotted)
 
 
 def _lacks(tree: dict, dotted: str) -> bool:

@@ -22,3 +22,22 @@ def test_best_fit_and_cover_by_hand():
   assert [r["instances"] for r in rows] == [1, 1, 1]   # 2 s, 4 s, 20 s
   assert rows[2]["share_best_tiou_ge_0.5"] == 1.0
   assert rows[0]["median_best_tiou"] == 0.0
+
+
+def test_an_empty_length_bin_prints_a_dash(tmp_path, capsys):
+  import json
+  from benchmarks import boundary_quality
+  gt = {"database": {"v": {"subset": "test", "duration": 9.0, "annotations": [
+      {"segment": [1.0, 2.0], "label": "Jump"}]}}}
+  dets = {"results": {"v": [{"label": "Jump", "score": 0.9,
+                             "segment": [1.0, 2.0]}]}}
+  (tmp_path / "gt.json").write_text(json.dumps(gt))
+  (tmp_path / "d.json").write_text(json.dumps(dets))
+  out = tmp_path / "out.json"
+  assert boundary_quality.main(["--gt", str(tmp_path / "gt.json"), "--detections",
+                                str(tmp_path / "d.json"), "--json", str(out)]) == 0
+  text = capsys.readouterr().out
+  assert "| 0-3 s | 1 | 1.00 | 1.00 | 1.00 |" in text
+  assert "| >= 10 s | 0 | – | – | – |" in text
+  rows = json.loads(out.read_text())["rows"]    # strict JSON: no Infinity
+  assert rows[2]["length_s"] == [10.0, None]

@@ -331,6 +331,15 @@ def test_noise_is_correlated_from_snippet_to_snippet_as_asked(tmp_path, rho):
   assert generator.SIGNAL_PRESETS["context_cheat"].noise_rho == 0.0
 
 
+@pytest.mark.parametrize("rho", [1.0, -1.0, 1.5])
+def test_noise_rho_outside_the_open_unit_interval_is_refused(tmp_path, rho):
+  import dataclasses
+  bad = dataclasses.replace(generator.SIGNAL_PRESETS["default"], noise_rho=rho)
+  with pytest.raises(ValueError, match="noise_rho"):
+    write_synthetic_thumos(tmp_path, num_train=2, num_test=1, num_classes=2,
+                           feature_dim=4, signal=bad)
+
+
 # sha256 over the files (names and bytes, synthetic.json aside) of this small
 # dataset, written by the generator before issue #14 (commit 2a5cfd1).
 BEFORE_ISSUE_14 = "38103af5ee48422e91ee174dcea79d051a77987ceeca2b1fa04cb823f6b6908d"
@@ -356,3 +365,19 @@ def test_context_cheat_preset_is_the_data_before_issue_14(tmp_path):
   assert _tree_hash(tmp_path / "new") != BEFORE_ISSUE_14
   with pytest.raises(ValueError, match="context_cheat"):
     write_synthetic_thumos(tmp_path / "bad", signal="nope", **kw)
+
+
+def test_a_workdir_from_before_the_new_keys_still_resumes(tmp_path):
+  """A config.json written before data.synthetic.instance_lengths and
+  model.cluster_encoder existed is the same run as context_cheat's (their
+  old behaviour is their default), and not the demo's new data."""
+  from case_jax import defaults, fileio, workdir
+  cfg = defaults.load_config("synthetic:context_cheat")
+  saved = cfg.to_dict()
+  del saved["data"]["synthetic"]["instance_lengths"]
+  del saved["model"]["cluster_encoder"]
+  fileio.write_json(tmp_path / "config.json", saved)
+  assert workdir.trained_diff(str(tmp_path), cfg) == []
+  demo = defaults.load_config("synthetic")
+  assert ("data.synthetic.instance_lengths", None, "real") in \
+      workdir.trained_diff(str(tmp_path), demo)

@@ -289,6 +289,11 @@ def test_import_checks_config_classes_and_q_r(tmp_path):
   with pytest.raises(ValueError, match="embed_dim"):
     it.import_checkpoint(str(tmp_path / "m.pkl"), str(tmp_path / "q.npy"),
                          str(tmp_path / "w3"), cfg, classes=names)
+  cfg.model.embed_dim, cfg.model.cluster_encoder = E, "separate"
+  with pytest.raises(ValueError, match="cluster_encoder=shared"):
+    it.import_checkpoint(str(tmp_path / "m.pkl"), str(tmp_path / "q.npy"),
+                         str(tmp_path / "w4"), cfg, classes=names)
+  assert not (tmp_path / "w4").exists()        # refused before writing
 
 
 def test_reading_never_imports_torch(tmp_path):

@@ -335,6 +335,9 @@ def plan_video(rng: np.random.Generator, stats: SubsetStats, primary: int,
                   MIN_SNIPPETS, max_snippets))
   duration = n * SECONDS_PER_SNIPPET
   time_factor = duration / real_duration   # real seconds -> synthetic seconds
+  if instance_lengths not in INSTANCE_LENGTHS:
+    raise ValueError(f"instance_lengths must be one of {INSTANCE_LENGTHS}, "
+                     f"got {instance_lengths!r}")
   if instance_lengths == "real":
     # Instances and distractors at real length (a factor of 1); the
     # foreground fraction is of the synthetic video.

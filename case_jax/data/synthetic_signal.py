@@ -50,7 +50,7 @@ SIGNAL_PRESETS = {
     # The default differs from context_cheat only in the scene, the strong
     # phases and the noise: a weaker, less often class-specific scene;
     # strong phases a linear reader separates from background (probe AUC
-    # 0.98); and noise correlated over ~3 s (rho 0.8 per 0.64 s snippet), as
+    # 0.97); and noise correlated over ~3 s (rho 0.8 per 0.64 s snippet), as
     # features of consecutive windows of one video are (independent noise
     # made the attention jump from snippet to snippet: the zig-zag of
     # issue #14).
@@ -62,9 +62,12 @@ SIGNAL_PRESETS = {
 
 
 def signal_settings(name: "str | SignalSettings") -> SignalSettings:
-  """The preset ``name`` (settings given as such pass through); ValueError
-  naming the presets otherwise."""
+  """The preset ``name`` (settings given as such pass through, checked);
+  ValueError naming the presets or the bad setting otherwise."""
   if isinstance(name, SignalSettings):
+    if not -1.0 < name.noise_rho < 1.0:
+      # |rho| >= 1: no fresh variance per snippet (or a diverging series).
+      raise ValueError(f"noise_rho must be in (-1, 1), got {name.noise_rho}")
     return name
   if name not in SIGNAL_PRESETS:
     raise ValueError(f"unknown signal preset {name!r}: use one of "

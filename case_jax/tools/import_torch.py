@@ -196,6 +196,10 @@ def import_checkpoint(model_path: str, cls_gt_path: str, out: str, cfg, *,
   from case_jax import train
 
   stream = stream or sys.stdout
+  if cfg.model.get("cluster_encoder", "shared") != "shared":
+    raise errors.ConfigError(
+        "the released checkpoint has one encoder shared by the attention and "
+        "the clusters: import it with model.cluster_encoder=shared")
   classes = list(classes) if classes is not None else load_classes(None)
   params = state_dict_to_params(find_state_dict(load_torch_file(model_path), model_path),
                                 kernel_size=cfg.model.kernel_size)
