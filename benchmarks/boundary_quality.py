@@ -17,6 +17,7 @@ import sys
 import numpy as np
 
 from benchmarks import harness
+from case_jax.ap_matching import segment_tiou
 from case_jax.data.gt_json import read_gt
 from case_jax.detection_set import load_detections
 
@@ -31,15 +32,14 @@ def best_fits(gt, dets, subset: str) -> list[tuple[float, float, float]]:
       continue
     mine = dets.get(vid, [])
     for start, end, label in video.annotations:
+      segs = np.array([(s, e) for lab, s, e in mine if lab == label],
+                      np.float64).reshape(-1, 2)
+      tiou = np.nan_to_num(segment_tiou(segs, np.array([[start, end]]))[:, 0])
       best, cover = 0.0, 0.0
-      for d_label, d_start, d_end in mine:
-        if d_label != label:
-          continue
-        inter = max(0.0, min(end, d_end) - max(start, d_start))
-        union = max(end, d_end) - min(start, d_start)
-        iou = inter / union if union > 0 else 0.0
-        if iou > best:
-          best, cover = iou, inter / max(end - start, 1e-9)
+      if len(segs) and tiou.max() > 0:
+        s, e = segs[int(np.argmax(tiou))]
+        best = float(tiou.max())
+        cover = (min(end, e) - max(start, s)) / max(end - start, 1e-9)
       out.append((end - start, best, cover))
   return out
 

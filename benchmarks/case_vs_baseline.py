@@ -38,12 +38,7 @@ def fb_auc(test, model, state, cfg):
     keep = batch["valid"][:, None] & (batch["fg_mask"] >= 0)
     scores.append(s[keep])
     labels.append(batch["fg_mask"][keep] > 0)
-  s, y = np.concatenate(scores), np.concatenate(labels)
-  ranks = np.empty(len(s))
-  order = np.argsort(s, kind="stable")
-  ranks[order] = np.arange(1, len(s) + 1)
-  n_pos, n_neg = y.sum(), (~y).sum()
-  return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / max(n_pos * n_neg, 1))
+  return harness.roc_auc(np.concatenate(scores), np.concatenate(labels))
 
 
 def main(argv=None):

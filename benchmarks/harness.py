@@ -28,6 +28,17 @@ RESULTS = os.path.join(HERE, "results")
 # ---------------------------------------------------------------------------
 # Results.
 # ---------------------------------------------------------------------------
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+  """ROC AUC by the rank-sum (ties broken by position); 0 when a class is
+  empty.  scores (N,), positive (N,) bool."""
+  scores, positive = np.asarray(scores), np.asarray(positive, bool)
+  ranks = np.empty(len(scores))
+  ranks[np.argsort(scores, kind="stable")] = np.arange(1, len(scores) + 1)
+  n_pos, n_neg = positive.sum(), (~positive).sum()
+  return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2)
+               / max(n_pos * n_neg, 1))
+
+
 def results_path(stem: str, given: str | None = None, suffix: str = "") -> str:
   """``given`` (a --json argument) or
   benchmarks/results/<stem>_<hostname><suffix>.json."""

@@ -70,15 +70,6 @@ def _features(rec) -> np.ndarray:
   return np.concatenate([rec.rgb, rec.flow], 1)
 
 
-def auc(scores: np.ndarray, positive: np.ndarray) -> float:
-  """ROC AUC by the rank-sum (ties broken by position)."""
-  ranks = np.empty(len(scores))
-  ranks[np.argsort(scores, kind="stable")] = np.arange(1, len(scores) + 1)
-  n_pos, n_neg = positive.sum(), (~positive).sum()
-  return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2)
-               / max(n_pos * n_neg, 1))
-
-
 def _fit(loss_fn, params, steps: int, lr: float):
   opt = optax.adam(lr)
   state = opt.init(params)
@@ -116,7 +107,7 @@ def probe_auc(train, test, steps: int = 300) -> float:
   logits = ((xt - mu) / sd) @ np.asarray(p["w"]) + np.asarray(p["b"])
   p_bg = np.exp(logits[:, 0] - logits.max(1)) / np.exp(
       logits - logits.max(1, keepdims=True)).sum(1)
-  return auc(-p_bg, yt > 0)
+  return harness.roc_auc(-p_bg, yt > 0)
 
 
 def _padded(records, length: int):
@@ -158,7 +149,7 @@ def cas_auc(train, test, steps: int = 300) -> float:
     mask = _snippet_mask(r)
     for cls in np.nonzero(r.labels)[0]:
       if mask[:, cls].any() and (~mask[:, cls]).any():
-        aucs.append(auc(cas[:, cls], mask[:, cls]))
+        aucs.append(harness.roc_auc(cas[:, cls], mask[:, cls]))
   return float(np.mean(aucs))
 
 

@@ -1,4 +1,6 @@
 """benchmarks/boundary_quality.py: best fit per instance on hand cases."""
+import pytest
+
 from benchmarks.boundary_quality import best_fits, by_length
 from case_jax.data.records import GtVideo
 
@@ -41,3 +43,17 @@ def test_an_empty_length_bin_prints_a_dash(tmp_path, capsys):
   assert "| >= 10 s | 0 | – | – | – |" in text
   rows = json.loads(out.read_text())["rows"]    # strict JSON: no Infinity
   assert rows[2]["length_s"] == [10.0, None]
+
+
+def test_roc_auc_equals_counting_pairs():
+  """harness.roc_auc (the signal benchmark's and case_vs_baseline's) against
+  P(score of a positive > score of a negative) counted over all pairs."""
+  import numpy as np
+  from benchmarks.harness import roc_auc
+  rng = np.random.default_rng(3)
+  scores = rng.normal(size=60)
+  positive = rng.random(60) < 0.4
+  pos, neg = scores[positive], scores[~positive]
+  by_pairs = np.mean(pos[:, None] > neg[None, :])
+  assert roc_auc(scores, positive) == pytest.approx(by_pairs, abs=1e-12)
+  assert roc_auc(np.arange(4.0), np.array([False, False, True, True])) == 1.0
