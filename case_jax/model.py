@@ -122,8 +122,7 @@ def _layer(features: int, in_dim: int, kernel_size: int, init: str,
            name: str, dtype: Any) -> nn.Module:
   """A temporal conv (kernel_size > 1) or per-snippet dense layer."""
   fan_in = in_dim * kernel_size
-  if init not in INIT_SCHEMES:
-    raise ValueError(f"model.init must be one of {INIT_SCHEMES}, got {init!r}")
+  _check_choice("init", init, INIT_SCHEMES)
   if init == "pytorch":
     kw = dict(kernel_init=_torch_uniform(fan_in), bias_init=_torch_uniform(fan_in))
   else:
@@ -172,9 +171,8 @@ class StreamNet(StreamFields):
     if self.cluster_encoder == "separate":
       emb = nn.relu(_layer(self.embed_dim, d, self.kernel_size, self.init_scheme,
                            "clu_encoder", self.dtype)(x))
-    elif self.cluster_encoder not in CLUSTER_ENCODERS:
-      raise ValueError(f"model.cluster_encoder must be one of "
-                       f"{CLUSTER_ENCODERS}, got {self.cluster_encoder!r}")
+    else:
+      _check_choice("cluster_encoder", self.cluster_encoder, CLUSTER_ENCODERS)
     proto_init = (_torch_uniform(self.embed_dim) if self.init_scheme == "pytorch"
                   else nn.initializers.lecun_normal())
     protos = self.param("prototypes", proto_init,
@@ -204,6 +202,13 @@ INIT_SCHEMES = ("pytorch", "flax")
 CLUSTER_ENCODERS = ("shared", "separate")
 
 
+def _check_choice(key: str, value, allowed, error=ValueError) -> None:
+  """``error`` naming model.<key> and its choices unless value is one."""
+  if value not in allowed:
+    raise error(f"model.{key} must be one of {', '.join(allowed)}; got "
+                f"{value!r} (--config.model.{key}=...)")
+
+
 def fields_from(model_cfg) -> dict:
   """StreamFields values (all but num_classes) from ``config.model``: the one
   mapping of its key names and dtype strings onto the model's fields.  A
@@ -215,9 +220,7 @@ def fields_from(model_cfg) -> dict:
       ("init", model_cfg.init, INIT_SCHEMES),
       ("cluster_encoder", model_cfg.get("cluster_encoder", "shared"),
        CLUSTER_ENCODERS)):
-    if value not in allowed:
-      raise ConfigError(f"model.{key} must be one of {', '.join(allowed)}; got "
-                        f"{value!r} (--config.model.{key}=...)")
+    _check_choice(key, value, allowed, ConfigError)
   return dict(embed_dim=model_cfg.embed_dim, num_clusters=model_cfg.num_clusters,
               cluster_temp=model_cfg.cluster_temp,
               kernel_size=model_cfg.kernel_size, init_scheme=model_cfg.init,

@@ -223,11 +223,11 @@ def eval_batches(dataset: Sequence[VideoRecord], *,
   if test_sampling not in TEST_SAMPLING:
     raise ValueError(f"data.test_sampling must be one of {TEST_SAMPLING}, "
                      f"got {test_sampling!r}")
-  keep_short = test_sampling == "no_upsample" and num_segments is not None
   pending = []
   for i in range(len(dataset)):
     record = dataset[i]
-    if keep_short and record.num_snippets < num_segments:
+    if num_segments is not None and _at_own_length(record.num_snippets,
+                                                   num_segments, test_sampling):
       yield _eval_batch([record], None, batch_size, pad_last)
       continue
     pending.append(record)
@@ -243,10 +243,14 @@ def test_indices(length: int, num_segments: Optional[int],
   """The snippets a test batch reads of a video of ``length`` snippets:
   all of them (num_segments None, or a shorter video with "no_upsample"),
   else ``sample_test_indices``.  (T',) int64."""
-  if num_segments is None or (test_sampling == "no_upsample"
-                              and length < num_segments):
+  if num_segments is None or _at_own_length(length, num_segments, test_sampling):
     return np.arange(length)
   return sample_test_indices(length, num_segments)
+
+
+def _at_own_length(length: int, num_segments: int, test_sampling: str) -> bool:
+  """A test video kept at its own length: shorter than T, "no_upsample"."""
+  return test_sampling == "no_upsample" and length < num_segments
 
 
 def _eval_batch(records, num_segments, batch_size, pad_last):

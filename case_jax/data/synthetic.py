@@ -42,7 +42,8 @@ from case_jax.data.synthetic_generator import (ACTIVITYNET_STATS,
                                                INSTANCE_LENGTHS, MIN_SNIPPETS,
                                                SIGNAL_PRESETS,
                                                SECONDS_PER_SNIPPET, VideoPlan,
-                                               SignalSettings, annotation_stats, make_world,
+                                               SignalSettings, annotation_stats,
+                                               check_instance_lengths, make_world,
                                                plan_video, render,
                                                signal_settings)
 from case_jax.data.thumos_layout import (STREAMS, feature_path, gt_path,
@@ -157,9 +158,7 @@ class SyntheticConfig:
     if self.max_snippets < MIN_SNIPPETS:
       raise ValueError(f"max_snippets must be >= {MIN_SNIPPETS}, got "
                        f"{self.max_snippets}")
-    if self.instance_lengths not in INSTANCE_LENGTHS:
-      raise ValueError(f"instance_lengths must be one of {INSTANCE_LENGTHS}, "
-                       f"got {self.instance_lengths!r}")
+    check_instance_lengths(self.instance_lengths)
     signal_settings(self.signal)
 
 

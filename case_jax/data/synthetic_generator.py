@@ -76,6 +76,13 @@ MIN_SNIPPETS = 4
 INSTANCE_LENGTHS = ("scaled", "real")
 
 
+def check_instance_lengths(value: str) -> None:
+  """ValueError naming the choices unless ``value`` is one of them."""
+  if value not in INSTANCE_LENGTHS:
+    raise ValueError(f"instance_lengths must be one of {INSTANCE_LENGTHS}, "
+                     f"got {value!r}")
+
+
 class SubsetStats(NamedTuple):
   """Quantiles at QUANTILE_LEVELS of one gt.json subset, and P(2 classes)."""
   duration_s: tuple[float, ...]
@@ -335,9 +342,7 @@ def plan_video(rng: np.random.Generator, stats: SubsetStats, primary: int,
                   MIN_SNIPPETS, max_snippets))
   duration = n * SECONDS_PER_SNIPPET
   time_factor = duration / real_duration   # real seconds -> synthetic seconds
-  if instance_lengths not in INSTANCE_LENGTHS:
-    raise ValueError(f"instance_lengths must be one of {INSTANCE_LENGTHS}, "
-                     f"got {instance_lengths!r}")
+  check_instance_lengths(instance_lengths)
   if instance_lengths == "real":
     # Instances and distractors at real length (a factor of 1); the
     # foreground fraction is of the synthetic video.
